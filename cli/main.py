@@ -1,0 +1,174 @@
+"""`dualnet`: the Typer app. Each command is a thin wrapper over a function in `pipelines/`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pipelines.errors import DualnetError
+from pipelines.store import STORE_ENV, Shard, Store
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="micro-dualnet: micro-action recognition from video, in resumable, content-hashed stages.")
+# Outside a terminal (logs, CI) Rich would wrap tables at 80 columns; the status table needs more.
+console = Console() if sys.stdout.isatty() else Console(width=200)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
+
+StoreOption = Annotated[
+    Path, typer.Option("--store", envvar=STORE_ENV, help="Feature-store root.", show_default=True)
+]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit non-zero."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class RichExtractProgress:
+    """Draws `run_extract`'s callbacks: a bar over frames with frames/s and ETA, one line per failure."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = None
+
+    def start(self, items: int, frames: int, skipped: int) -> None:
+        if skipped:
+            console.print(f"{skipped} video(s) already extracted: skipped")
+        self.task = self.progress.add_task(f"extract {items} video(s)", total=frames or None)
+
+    def advance(self, frames: int) -> None:
+        self.progress.advance(self.task, frames)
+
+    def item(self, name: str, error: str | None) -> None:
+        if error is not None:
+            self.progress.console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+
+
+class _FrameRate(TextColumn):
+    """Frames per second of a Rich task."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task):  # noqa: D102
+        from rich.text import Text
+
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:6.1f} frames/s" if speed else "     - frames/s")
+
+
+@app.command()
+def extract(
+    inputs: Annotated[list[str], typer.Argument(help="Videos, folders, glob patterns or dataset list files.")],
+    store: StoreOption = Path("cache"),
+    video_root: Annotated[Optional[Path], typer.Option(help="Folder that list-file entries are relative to.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (one pose model each).")] = 1,
+    shard: Annotated[str, typer.Option(help="Take the deterministic i-th of n parts of the items (0-based).")] = "0/1",
+    model_complexity: Annotated[int, typer.Option(help="MediaPipe pose model: 0 lite, 1 full, 2 heavy.")] = 1,
+    min_detection_confidence: Annotated[float, typer.Option(help="Person detection threshold.")] = 0.5,
+    min_tracking_confidence: Annotated[float, typer.Option(help="Tracking threshold (below it: re-detect).")] = 0.5,
+    dtype: Annotated[str, typer.Option(help="Stored keypoint dtype: float32 or float16.")] = "float32",
+    max_jump: Annotated[float, typer.Option(help="Main-subject tracking: max centre jump per frame (body sizes).")
+                        ] = 0.5,
+) -> None:
+    """Pose extraction: MediaPipe Holistic keypoints of the main subject, one zarr group per video."""
+    from pipelines.extract import ExtractParams, run_extract
+
+    try:
+        params = ExtractParams(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
+                               min_tracking_confidence=min_tracking_confidence, dtype=dtype, max_jump=max_jump)
+        part = Shard.parse(shard)
+    except ValueError as e:
+        fail(str(e))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _FrameRate(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+                  transient=False) as bar:
+        try:
+            report = run_extract(inputs, Store(store), params, workers, part, video_root, RichExtractProgress(bar))
+        except DualnetError as e:
+            fail(str(e))
+    console.print(f"extract [bold]{report.key}[/]: {len(report.processed)} processed, {len(report.skipped)} "
+                  f"skipped, {len(report.failed)} failed; {report.frames} frames in {report.seconds:.1f} s "
+                  f"-> {Path(store) / 'extract' / report.key}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+@app.command()
+def status(store: StoreOption = Path("cache")) -> None:
+    """The stage outputs in the store: parameters, items done / failed / total, size, last update."""
+    rows = Store(store).status()
+    if not rows:
+        console.print(f"{store}: no stage outputs yet")
+        return
+    table = Table(title=f"store {store}")
+    for col in ("stage", "key", "parameters", "done", "failed", "total", "bytes", "updated"):
+        table.add_column(col, justify="right" if col in ("done", "failed", "total", "bytes") else "left")
+    for r in rows:
+        params = " ".join(f"{k}={v}" for k, v in sorted(r.params.items()))
+        key = f"{r.key} *" if r.current else r.key
+        table.add_row(r.stage, key, params, str(r.done), str(r.failed), str(r.total), _human_bytes(r.bytes),
+                      r.updated)
+    console.print(table)
+    console.print("* = the key the latest run of the stage used (kept by gc)")
+    for out in Store(store).outputs():
+        for name, rec in out.failures().items():
+            console.print(f"failed {out.stage}/{out.key[:8]} {name}: {rec.get('error')}", highlight=False,
+                          soft_wrap=True)
+
+
+@app.command()
+def gc(
+    store: StoreOption = Path("cache"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed, remove nothing.")] = False,
+) -> None:
+    """Remove stage outputs that no current configuration reaches (keys not used by each stage's latest run)."""
+    try:
+        doomed = Store(store).gc(dry_run=dry_run)
+    except DualnetError as e:
+        fail(str(e))
+    verb = "would remove" if dry_run else "removed"
+    for path in doomed:
+        console.print(f"{verb} {path}", highlight=False)
+    console.print(f"{verb} {len(doomed)} path(s)")
+
+
+@app.command("demo-data")
+def demo_data(
+    dest: Annotated[Path, typer.Option(help="Where downloaded clips go.")] = Path("cache/demo/ma52"),
+    offline: Annotated[bool, typer.Option(help="Do not try the network; use a local copy.")] = False,
+) -> None:
+    """Get the 6 MA-52 sample clips (download with sha256 check, else a local copy); prints their folder."""
+    from pipelines.demo_data import fetch_demo_clips
+
+    try:
+        folder, origin = fetch_demo_clips(dest, allow_download=not offline)
+    except DualnetError as e:
+        fail(str(e))
+    err_console.print(f"demo clips from {origin}", highlight=False)
+    print(folder)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished items are kept; re-run to resume")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""The staged jobs of micro-dualnet: each stage reads the feature store and writes content-hashed results into it."""

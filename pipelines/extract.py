@@ -1,0 +1,336 @@
+"""The `extract` stage: videos -> per-frame keypoints of the main subject, one zarr group per video.
+
+Each item (one video) is written under the stage's ``tmp/`` and moved into ``items/`` when whole. An item is done
+when its group exists and records the content fingerprint of the current file, so a re-run skips it, a changed
+video is redone, and a killed run resumes with the missing items only.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from dualnet.layouts import get_layout
+from pipelines.errors import DualnetError, InputError
+from pipelines.hashing import stable_hash
+from pipelines.sources import VideoSource, resolve_sources
+from pipelines.store import Shard, StageOutput, Store
+from pipelines.subject import track_main_subject
+from pipelines.video import iter_frames, probe, regular_timestamps
+
+STAGE = "extract"
+VERSION = 1  # bump when a code change alters what this stage writes: it changes every extract key
+BACKENDS = ("mediapipe",)
+DTYPES = ("float32", "float16")
+_CHUNK_FRAMES = 256  # frames per zarr chunk: one chunk for a 1-3 s clip, bounded reads for long videos
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    """Everything that changes what `extract` writes; all of it goes into the stage key."""
+
+    backend: str = "mediapipe"  # pose model: MediaPipe Holistic (33 body + 2x21 hands + 468 face points)
+    model_complexity: int = 1  # MediaPipe pose landmark model 0 (lite), 1 (full, its default) or 2 (heavy)
+    min_detection_confidence: float = 0.5  # MediaPipe's default person-detection threshold
+    min_tracking_confidence: float = 0.5  # MediaPipe's default; below it the tracker re-detects
+    dtype: str = "float32"  # stored keypoint dtype; float16 halves the store at ~0.5 px error on 1080p frames
+    max_jump: float = 0.5  # main-subject tracking: largest per-frame centre jump, in body sizes
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.model_complexity not in (0, 1, 2):
+            raise ValueError(f"model_complexity must be 0, 1 or 2, not {self.model_complexity}")
+        for name in ("min_detection_confidence", "min_tracking_confidence"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1]")
+        if self.max_jump <= 0:
+            raise ValueError("max_jump must be positive")
+
+    @property
+    def layout(self) -> str:
+        return "mediapipe_holistic"
+
+
+def stage_key(params: ExtractParams) -> str:
+    """The store key of `extract` outputs made with `params`."""
+    return stable_hash({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {}})
+
+
+def stage_output(store: Store, params: ExtractParams) -> StageOutput:
+    return store.stage(STAGE, stage_key(params))
+
+
+@dataclass
+class PoseTrack:
+    """The main subject's keypoints over one whole video."""
+
+    keypoints: np.ndarray  # (T, V, 3) x, y in pixels, score; NaN where not detected
+    detected: np.ndarray  # (T,) bool
+    timestamps: np.ndarray  # (T,) seconds
+    fps: float
+    width: int
+    height: int
+
+
+class ExtractProgress:
+    """Callbacks `run_extract` makes; the CLI draws them with Rich, a notebook may ignore them."""
+
+    def start(self, items: int, frames: int, skipped: int) -> None:
+        """Work is about to begin: `items` videos (`frames` declared frames) to do, `skipped` already done."""
+
+    def advance(self, frames: int) -> None:
+        """`frames` more frames went through the pose model."""
+
+    def item(self, name: str, error: str | None) -> None:
+        """Video `name` finished, with `error` (one line naming the file) when it failed."""
+
+
+@dataclass
+class ExtractReport:
+    """What one `run_extract` call did."""
+
+    key: str
+    processed: list[str] = field(default_factory=list)  # items computed by this call
+    skipped: list[str] = field(default_factory=list)  # items already done (with the same content)
+    failed: dict[str, str] = field(default_factory=dict)  # item -> one-line error naming the file
+    frames: int = 0  # frames that went through the pose model
+    seconds: float = 0.0
+
+
+def make_estimator(params: ExtractParams):
+    """The pose estimator `params` names."""
+    from pipelines.pose.mediapipe_holistic import HolisticEstimator
+
+    return HolisticEstimator(params.model_complexity, params.min_detection_confidence,
+                             params.min_tracking_confidence)
+
+
+def extract_video(path: str | Path, params: ExtractParams, estimator, on_frames=None) -> PoseTrack:
+    """Run the pose estimator over every frame of one video and keep the main subject.
+
+    Args:
+        on_frames: Called with a frame count every few frames (progress).
+    """
+    info = probe(path)
+    estimator.reset()
+    candidates, times = [], []
+    for t, rgb in iter_frames(path):
+        candidates.append(estimator(rgb))
+        times.append(t)
+        if on_frames is not None and len(times) % 8 == 0:
+            on_frames(8)
+    if on_frames is not None and len(times) % 8:
+        on_frames(len(times) % 8)
+    layout = estimator.layout
+    keypoints, detected = track_main_subject(candidates, layout.num_keypoints, layout.body, params.max_jump)
+    return PoseTrack(keypoints, detected, regular_timestamps(times, info.fps), info.fps, info.width, info.height)
+
+
+def write_item(group_path: Path, track: PoseTrack, params: ExtractParams, source: VideoSource,
+               fingerprint: str) -> None:
+    """Write one video's keypoints as a zarr group at `group_path` (a temporary location)."""
+    layout = get_layout(params.layout)
+    t, v, _ = track.keypoints.shape
+    group = zarr.open_group(group_path, mode="w")
+    group.attrs.update({
+        "layout": layout.name,
+        "keypoint_names": list(layout.keypoint_names),
+        "fps": track.fps,
+        "width": track.width,
+        "height": track.height,
+        "num_frames": t,
+        "source_name": Path(source.path).name,
+        "source_path": source.path,
+        "source_fingerprint": fingerprint,
+        "coordinates": "x, y in pixels of the source frame; score in [0, 1]; NaN where not detected",
+    })
+    chunk = min(max(t, 1), _CHUNK_FRAMES)
+    group.create_array("keypoints", data=track.keypoints.astype(params.dtype), chunks=(chunk, v, 3))
+    group.create_array("detected", data=track.detected.astype(bool), chunks=(chunk,))
+    group.create_array("timestamps", data=track.timestamps, chunks=(chunk,))
+
+
+def item_fingerprint(output: StageOutput, name: str) -> str | None:
+    """The source fingerprint a finished item records, or None when the item is absent or unreadable."""
+    try:
+        with open(output.item_path(name) / "zarr.json") as f:
+            return json.load(f)["attributes"]["source_fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _process_one(source: VideoSource, fingerprint: str, params: ExtractParams, output: StageOutput, tmp: Path,
+                 estimator, on_frames=None) -> int:
+    """Extract, write and commit one item; returns its frame count. Raises DualnetError for bad input."""
+    track = extract_video(source.path, params, estimator, on_frames)
+    group_path = tmp / f"{source.name}.{uuid.uuid4().hex[:8]}"
+    write_item(group_path, track, params, source, fingerprint)
+    output.commit(group_path, source.name)
+    return len(track.timestamps)
+
+
+# -- worker processes -----------------------------------------------------------------------------------------------
+_worker: dict = {}
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when its parent dies, so an orphan never writes after a crash."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _init_worker(progress_queue, params: ExtractParams) -> None:
+    _die_with_parent()
+    _worker["queue"] = progress_queue
+    _worker["params"] = params
+    _worker["estimator"] = make_estimator(params)
+
+
+def _work(task: tuple) -> tuple[str, int, str | None]:
+    source, fingerprint, output, tmp = task
+    q = _worker["queue"]
+    try:
+        n = _process_one(source, fingerprint, _worker["params"], output, tmp, _worker["estimator"], q.put)
+        return source.name, n, None
+    except DualnetError as e:
+        return source.name, 0, str(e)
+
+
+# -- the stage ------------------------------------------------------------------------------------------------------
+def run_extract(
+    inputs: list[str],
+    store: Store | str | Path | None = None,
+    params: ExtractParams = ExtractParams(),
+    workers: int = 1,
+    shard: Shard = Shard(),
+    video_root: str | Path | None = None,
+    progress: ExtractProgress | None = None,
+) -> ExtractReport:
+    """Extract keypoints for every video `inputs` name into the store; skip what is already done.
+
+    Bad videos (missing, empty, not a video, truncated) are recorded as failures with a one-line reason and do not
+    stop the others. Raises StoreLockedError when another writer holds the store, InputError when the inputs
+    themselves cannot be resolved.
+    """
+    store = store if isinstance(store, Store) else Store(store)
+    progress = progress or ExtractProgress()
+    started = time.perf_counter()
+    sources = resolve_sources(inputs, video_root, shard)
+    key = stage_key(params)
+    report = ExtractReport(key)
+    output = store.stage(STAGE, key)
+    with store.lock(shard):
+        tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {},
+                              "layout": params.layout}, shard)
+        store.set_ref(STAGE, key, asdict(params))
+        output.record_run(shard, [s.name for s in sources])
+        todo: list[tuple[VideoSource, str]] = []
+        fingerprints = store.fingerprints()
+        try:
+            for source in sources:
+                try:
+                    fp = fingerprints.fingerprint(source.path)
+                except FileNotFoundError:
+                    _fail(output, report, progress, source, str(InputError(source.path, "file not found")))
+                    continue
+                except OSError as e:
+                    _fail(output, report, progress, source, str(InputError(source.path, e.strerror or str(e))))
+                    continue
+                if item_fingerprint(output, source.name) == fp:
+                    report.skipped.append(source.name)
+                else:
+                    todo.append((source, fp))
+        finally:
+            fingerprints.close()
+        declared = 0
+        for source, _ in todo:
+            try:
+                declared += probe(source.path).declared_frames
+            except DualnetError:
+                pass  # reported when the item runs
+        progress.start(len(todo), declared, len(report.skipped))
+        if todo:
+            if workers <= 1:
+                _run_inline(todo, params, output, tmp, report, progress)
+            else:
+                _run_pool(todo, params, output, tmp, report, progress, workers)
+        output.finish(shard)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _fail(output: StageOutput, report: ExtractReport, progress: ExtractProgress, source: VideoSource,
+          error: str) -> None:
+    output.record_failure(source.name, source.path, error)
+    report.failed[source.name] = error
+    progress.item(source.name, error)
+
+
+def _done(report: ExtractReport, progress: ExtractProgress, name: str, frames: int) -> None:
+    report.processed.append(name)
+    report.frames += frames
+    progress.item(name, None)
+
+
+def _run_inline(todo, params, output, tmp, report, progress) -> None:
+    estimator = make_estimator(params)
+    try:
+        for source, fp in todo:
+            try:
+                n = _process_one(source, fp, params, output, tmp, estimator, progress.advance)
+            except DualnetError as e:
+                _fail(output, report, progress, source, str(e))
+            else:
+                _done(report, progress, source.name, n)
+    finally:
+        estimator.close()
+
+
+def _run_pool(todo, params, output, tmp, report, progress, workers) -> None:
+    ctx = get_context("spawn")  # MediaPipe's graph and threads do not survive fork
+    frames_queue = ctx.Queue()
+    by_name = {source.name: source for source, _ in todo}
+
+    def drain() -> None:
+        while True:
+            try:
+                progress.advance(frames_queue.get_nowait())
+            except queue.Empty:
+                return
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
+                             initargs=(frames_queue, params)) as pool:
+        futures = {pool.submit(_work, (source, fp, output, tmp)): source for source, fp in todo}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            drain()
+            for future in finished:
+                source = futures[future]
+                try:
+                    name, n, error = future.result()
+                except BrokenProcessPool:
+                    name, n, error = source.name, 0, f"{source.path}: worker process died while decoding this video"
+                if error is None:
+                    _done(report, progress, name, n)
+                else:
+                    _fail(output, report, progress, by_name[name], error)
+    drain()

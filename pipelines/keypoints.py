@@ -1,0 +1,112 @@
+"""Loading cached keypoints: as numpy arrays for the model, as pandas DataFrames for analysis.
+
+    >>> from pipelines.keypoints import KeypointSet
+    >>> kps = KeypointSet("cache")              # the outputs of `dualnet extract` with default parameters
+    >>> kps.names()                             # the videos in the store
+    >>> clip = kps.load("B1_nodding__0019_02_0078")
+    >>> clip.keypoints.shape                    # (T, V, 3): x, y in pixels, score
+    >>> df = kps.dataframe()                    # video, frame, keypoint, x, y, score, detected
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from pipelines.errors import StoreError
+from pipelines.extract import STAGE, ExtractParams, stage_key
+from pipelines.store import StageOutput, Store, safe_name
+
+
+@dataclass
+class VideoKeypoints:
+    """One video's keypoints as stored by `extract`."""
+
+    name: str
+    keypoints: np.ndarray  # (T, V, 3) x, y in pixels, score; NaN where the subject is not detected
+    detected: np.ndarray  # (T,) bool
+    timestamps: np.ndarray  # (T,) seconds from the start of the video
+    fps: float
+    width: int
+    height: int
+    layout: str
+    keypoint_names: list[str]
+
+
+class KeypointSet:
+    """The keypoints of one `extract` output (one key) in a store.
+
+    Args:
+        store: A Store or its root; default ``DUALNET_STORE`` or ``cache/``.
+        params: The extraction parameters whose output to read (default: the defaults of `dualnet extract`).
+        key: Read this stage key instead (e.g. from ``dualnet status``); overrides `params`.
+    """
+
+    def __init__(self, store: Store | str | Path | None = None, params: ExtractParams | None = None,
+                 key: str | None = None):
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.output: StageOutput = self.store.stage(STAGE, key or stage_key(params or ExtractParams()))
+        self.manifest = self.output.manifest()  # raises StoreError naming the store when absent
+
+    def names(self) -> list[str]:
+        """Item names (video stems) of the finished videos, sorted."""
+        return self.output.item_names()
+
+    def _group(self, name: str) -> zarr.Group:
+        path = self.output.item_path(name)
+        if not path.is_dir():
+            raise StoreError(f"{self.output.path}: no keypoints for video {name!r}")
+        return zarr.open_group(path, mode="r")
+
+    def load(self, name: str) -> VideoKeypoints:
+        """Arrays and metadata of one video."""
+        group = self._group(name)
+        attrs = dict(group.attrs)
+        return VideoKeypoints(
+            name=safe_name(name),
+            keypoints=group["keypoints"][:],
+            detected=group["detected"][:],
+            timestamps=group["timestamps"][:],
+            fps=float(attrs["fps"]),
+            width=int(attrs["width"]),
+            height=int(attrs["height"]),
+            layout=attrs["layout"],
+            keypoint_names=list(attrs["keypoint_names"]),
+        )
+
+    def dataframe(self, names: list[str] | str | None = None) -> pd.DataFrame:
+        """Long table, one row per (video, frame, keypoint).
+
+        Columns: ``video`` (categorical), ``frame`` (int32), ``keypoint`` (categorical, in layout order), ``x``,
+        ``y``, ``score`` (float32), ``detected`` (bool, whether the subject was found in that frame).
+        """
+        if isinstance(names, str):
+            names = [names]
+        names = self.names() if names is None else [safe_name(n) for n in names]
+        parts = []
+        for name in names:
+            clip = self.load(name)
+            t, v, _ = clip.keypoints.shape
+            flat = clip.keypoints.reshape(t * v, 3).astype(np.float32)
+            parts.append(pd.DataFrame({
+                "video": np.full(t * v, name, dtype=object),
+                "frame": np.repeat(np.arange(t, dtype=np.int32), v),
+                "keypoint": pd.Categorical.from_codes(np.tile(np.arange(v), t), categories=clip.keypoint_names),
+                "x": flat[:, 0],
+                "y": flat[:, 1],
+                "score": flat[:, 2],
+                "detected": np.repeat(clip.detected.astype(bool), v),
+            }))
+        if not parts:
+            return pd.DataFrame({
+                "video": pd.Categorical([]), "frame": np.array([], np.int32), "keypoint": pd.Categorical([]),
+                "x": np.array([], np.float32), "y": np.array([], np.float32), "score": np.array([], np.float32),
+                "detected": np.array([], bool),
+            })
+        df = pd.concat(parts, ignore_index=True)
+        df["video"] = pd.Categorical(df["video"], categories=names)
+        return df

@@ -1,0 +1,91 @@
+"""Keeping one person, the main subject, across the frames of a video.
+
+Pose models return zero, one or several people per frame. Micro-actions belong to one person (the interviewee, the
+patient), so every frame must show the same one. The main subject is anchored at the most prominent detection of
+the video (largest body box times mean confidence) and followed forwards and backwards by nearest body centre; a
+detection whose centre jumps further than `max_jump` body sizes per frame is another person (or a false detection)
+and the frame is masked rather than switched to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+MIN_SCORE = 0.3  # keypoints below this confidence do not count towards a body box
+
+
+def body_box(keypoints: np.ndarray, body: Sequence[int], min_score: float = MIN_SCORE) -> np.ndarray | None:
+    """Centre and size ``(cx, cy, size)`` of the confident body keypoints of one person, or None.
+
+    Args:
+        keypoints: (V, 3) x, y, score.
+        body: Indices of the body keypoints in the layout.
+    """
+    pts = keypoints[list(body)]
+    ok = np.isfinite(pts).all(axis=1) & (pts[:, 2] >= min_score)
+    if ok.sum() < 2:
+        return None
+    xy = pts[ok, :2]
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    size = float(max(hi - lo))
+    if size <= 0:
+        return None
+    return np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, size])
+
+
+def track_main_subject(
+    candidates: Sequence[Sequence[np.ndarray]],
+    num_keypoints: int,
+    body: Sequence[int],
+    max_jump: float = 0.5,
+    max_gap: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Choose the main subject in every frame.
+
+    Args:
+        candidates: Per frame, the people detected there, each (V, 3).
+        num_keypoints: V, for the output of frames where nobody is kept.
+        body: Indices of the body keypoints.
+        max_jump: Largest centre displacement per frame, in body sizes, that still counts as the same person.
+        max_gap: A gap of missing frames widens the allowed jump, up to this many frames' worth.
+
+    Returns:
+        keypoints (T, V, 3) float64 with NaN where no subject is kept, and detected (T,) bool.
+    """
+    n = len(candidates)
+    out = np.full((n, num_keypoints, 3), np.nan)
+    detected = np.zeros(n, dtype=bool)
+    boxes = [[body_box(p, body) for p in people] for people in candidates]
+
+    best, anchor = -1.0, None
+    for t, (people, frame_boxes) in enumerate(zip(candidates, boxes)):
+        for j, (person, box) in enumerate(zip(people, frame_boxes)):
+            if box is None:
+                continue
+            prominence = box[2] * float(np.nanmean(person[list(body), 2]))
+            if prominence > best:
+                best, anchor = prominence, (t, j)
+    if anchor is None:
+        return out, detected
+
+    t0, j0 = anchor
+    out[t0], detected[t0] = candidates[t0][j0], True
+    for direction in (1, -1):
+        last_box, last_t = boxes[t0][j0], t0
+        t = t0 + direction
+        while 0 <= t < n:
+            gap = min(abs(t - last_t), max_gap)
+            choice, choice_dist = None, np.inf
+            for j, box in enumerate(boxes[t]):
+                if box is None:
+                    continue
+                dist = float(np.hypot(*(box[:2] - last_box[:2])))
+                if dist <= max_jump * last_box[2] * gap and dist < choice_dist:
+                    choice, choice_dist = j, dist
+            if choice is not None:
+                out[t], detected[t] = candidates[t][choice], True
+                last_box, last_t = boxes[t][choice], t
+            t += direction
+    return out, detected

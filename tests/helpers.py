@@ -1,0 +1,22 @@
+"""Comparisons between stores used by several tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.keypoints import KeypointSet
+
+_VOLATILE = {"source_path"}  # may differ between two runs over copies of the same file
+
+
+def assert_same_keypoints(a: KeypointSet, b: KeypointSet, names: list[str] | None = None) -> None:
+    """Both sets hold the same items with equal arrays (NaN == NaN) and attributes."""
+    names = names if names is not None else a.names()
+    assert names and set(names) <= set(b.names())
+    for name in names:
+        ga, gb = a._group(name), b._group(name)
+        for arr in ("keypoints", "detected", "timestamps"):
+            np.testing.assert_array_equal(ga[arr][:], gb[arr][:], err_msg=f"{name}/{arr}")
+        attrs_a = {k: v for k, v in ga.attrs.items() if k not in _VOLATILE}
+        attrs_b = {k: v for k, v in gb.attrs.items() if k not in _VOLATILE}
+        assert attrs_a == attrs_b, name

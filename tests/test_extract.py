@@ -1,0 +1,178 @@
+"""The `extract` stage on real video: detection quality, zero-work re-runs, new keys, resume after SIGKILL,
+bad inputs, concurrent writers, worker processes and the main subject among several people."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from helpers import assert_same_keypoints
+
+from conftest import MA52_VIDEOS, OTHER_VIDEOS, REPO, ma52_clips, requires_shared, run_cli, shortest_clip
+from pipelines.errors import StoreLockedError
+from pipelines.extract import ExtractParams, run_extract, stage_key
+from pipelines.keypoints import KeypointSet
+from pipelines.store import Store
+from pipelines.subject import body_box
+
+pytestmark = requires_shared
+
+
+def test_every_frame_has_a_body_with_nose_and_wrists_inside(ma52_store):
+    kps = KeypointSet(ma52_store)
+    assert len(kps.names()) == 6
+    for name in kps.names():
+        clip = kps.load(name)
+        assert (clip.width, clip.height) == (1080, 1296)
+        assert clip.detected.all(), f"{name}: frames without a body {np.flatnonzero(~clip.detected)}"
+        for joint in ("nose", "left_wrist", "right_wrist"):
+            xy = clip.keypoints[:, clip.keypoint_names.index(joint), :2]
+            inside = (xy[:, 0] >= 0) & (xy[:, 0] < clip.width) & (xy[:, 1] >= 0) & (xy[:, 1] < clip.height)
+            assert inside.all(), f"{name}: {joint} outside the image in {np.flatnonzero(~inside)}"
+        assert np.all(np.diff(clip.timestamps) > 0)
+        assert clip.fps == pytest.approx(30.0)
+
+
+def test_second_run_does_zero_work(ma52_store):
+    report = run_extract([str(MA52_VIDEOS)], ma52_store)
+    assert report.processed == [] and report.frames == 0 and not report.failed
+    assert sorted(report.skipped) == sorted(p.stem for p in ma52_clips())
+
+
+def test_changed_parameter_gives_new_key_and_old_output_survives_until_gc(ma52_store, tmp_path):
+    store = Store(tmp_path / "moved")
+    shutil.copytree(ma52_store.root, store.root)  # a moved store stays valid: nothing inside is absolute
+    old = KeypointSet(store)
+    assert run_extract([str(MA52_VIDEOS)], store).processed == []
+
+    half = ExtractParams(dtype="float16")
+    assert stage_key(half) != stage_key(ExtractParams())
+    report = run_extract([str(shortest_clip())], store, half)
+    assert report.processed == [shortest_clip().stem] and report.key == stage_key(half)
+    new = KeypointSet(store, half)
+    assert new.load(shortest_clip().stem).keypoints.dtype == np.float16
+    np.testing.assert_allclose(new.load(shortest_clip().stem).keypoints,
+                               old.load(shortest_clip().stem).keypoints, rtol=1e-3, atol=0.5)
+    assert len(old.names()) == 6  # the earlier output is still readable
+
+    assert store.gc(dry_run=True) == [old.output.path]
+    assert len(old.names()) == 6
+    assert store.gc() == [old.output.path]
+    assert not old.output.path.exists() and new.output.path.exists()
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended early: {proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def test_killed_run_resumes_to_the_same_store(ma52_store, tmp_path):
+    store = Store(tmp_path / "store")
+    items = store.stage("extract", stage_key(ExtractParams())).items_dir
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "extract", str(MA52_VIDEOS), "--store", str(store.root)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: items.is_dir() and len(list(items.iterdir())) >= 2, 300, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    partial = KeypointSet(store)
+    done_before = partial.names()
+    assert 2 <= len(done_before) < 6
+    assert_same_keypoints(partial, KeypointSet(ma52_store), done_before)  # no torn item is visible
+
+    report = run_extract([str(MA52_VIDEOS)], store)
+    assert sorted(report.skipped) == done_before
+    assert len(report.processed) == 6 - len(done_before) and not report.failed
+    assert_same_keypoints(KeypointSet(store), KeypointSet(ma52_store))
+    assert not any((store.stage("extract", stage_key(ExtractParams())).path / "tmp").rglob("zarr.json"))
+
+
+def test_bad_inputs_fail_one_by_one_with_a_line_naming_the_file(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    truncated = bad / "truncated.avi"
+    data = (OTHER_VIDEOS / "pyskl__ntu_sample.avi").read_bytes()
+    truncated.write_bytes(data[: int(len(data) * 0.6)])
+    empty = bad / "empty.mp4"
+    empty.write_bytes(b"")
+    text = bad / "notes.mp4"
+    text.write_text("these are interview notes, not a video\n" * 50)
+    missing = bad / "missing.mp4"
+    store = tmp_path / "store"
+
+    result = run_cli("extract", str(truncated), str(empty), str(text), str(missing), str(shortest_clip()),
+                     "--store", str(store))
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    expected = {truncated: "truncated video", empty: "empty file", text: "not a readable video",
+                missing: "file not found"}
+    assert len(errors) == len(expected), result.stderr
+    for path, problem in expected.items():
+        assert any(str(path) in line and problem in line for line in errors), (path, result.stderr)
+    assert "1 processed" in result.stdout and "4 failed" in result.stdout
+
+    kps = KeypointSet(store)
+    assert kps.names() == [shortest_clip().stem]
+    assert set(kps.output.failures()) == {"truncated", "empty", "notes", "missing"}
+
+    status = run_cli("status", "--store", str(store))
+    assert status.returncode == 0
+    for path, problem in expected.items():
+        assert f"{path.stem}: {path}: {problem}" in status.stdout.replace("\n", " ") or \
+            any(path.stem in line and problem in line for line in status.stdout.splitlines()), status.stdout
+
+    fixed = run_cli("extract", str(shortest_clip()), "--store", str(store))  # a good run does not clear others
+    assert fixed.returncode == 0 and "0 processed, 1 skipped" in fixed.stdout
+
+
+def test_second_concurrent_writer_fails_fast_and_nothing_is_corrupted(ma52_store, tmp_path):
+    store = Store(tmp_path / "store")
+    first = subprocess.Popen([sys.executable, "-m", "cli", "extract", str(shortest_clip()), "--store",
+                              str(store.root)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock_file = store.root / "locks" / "store.lock"
+    try:
+        _wait_for(lambda: lock_file.exists() and lock_file.stat().st_size > 0, 120, first)
+        started = time.monotonic()
+        second = run_cli("extract", str(shortest_clip()), "--store", str(store.root), timeout=120)
+        assert time.monotonic() - started < 30
+        assert second.returncode == 2
+        assert f"{store.root}: store is in use by pid {first.pid}" in second.stderr
+        assert "extract" in second.stderr
+        assert first.wait(300) == 0
+    finally:
+        first.kill()
+    assert_same_keypoints(KeypointSet(store), KeypointSet(ma52_store), [shortest_clip().stem])
+    with store.lock():  # released on exit
+        with pytest.raises(StoreLockedError):
+            run_extract([str(shortest_clip())], store)
+
+
+def test_two_workers_give_the_same_keypoints(ma52_store, tmp_path):
+    clips = [str(p) for p in ma52_clips()[:2]]
+    report = run_extract(clips, tmp_path / "store", workers=2)
+    assert len(report.processed) == 2 and not report.failed
+    assert_same_keypoints(KeypointSet(tmp_path / "store"), KeypointSet(ma52_store))
+
+
+def test_main_subject_stays_the_same_person_among_two(tmp_path):
+    video = OTHER_VIDEOS / "pyskl__ntu_sample.avi"
+    report = run_extract([str(video)], tmp_path / "store")
+    assert report.processed == [video.stem]
+    clip = KeypointSet(tmp_path / "store").load(video.stem)
+    assert clip.detected.mean() > 0.9
+    boxes = np.array([body_box(k, range(33)) for k, d in zip(clip.keypoints, clip.detected) if d])
+    jumps = np.hypot(*np.diff(boxes[:, :2], axis=0).T) / boxes[:-1, 2]
+    assert jumps.max() < 0.5, "the tracked subject switched between people"
+    assert np.allclose(np.diff(clip.timestamps), 1 / 30)  # AVI pts are out of order; times are rebuilt
