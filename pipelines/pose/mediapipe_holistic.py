@@ -60,14 +60,18 @@ class HolisticEstimator:
                             refine_face_landmarks=False, min_detection_confidence=min_detection_confidence,
                             min_tracking_confidence=min_tracking_confidence)
         self._model = None
+        self._fresh = False
 
     def reset(self) -> None:
         """Forget the tracking state (start of a new video)."""
-        if self._model is None:
-            with _stderr_silenced():  # graph start-up logs a dozen native warnings nobody can act on
+        # Graph start-up and the first inference log a dozen native warnings per video ("Feedback manager requires a
+        # model with a single signature...") that nobody can act on; they would bury our one-line errors.
+        with _stderr_silenced():
+            if self._model is None:
                 self._model = self._holistic_cls(**self._kwargs)
-        else:
-            self._model.reset()  # restarts the graph: no state carries over from the previous video
+            else:
+                self._model.reset()  # restarts the graph: no state carries over from the previous video
+        self._fresh = True
 
     def close(self) -> None:
         if self._model is not None:
@@ -83,7 +87,12 @@ class HolisticEstimator:
         if self._model is None:
             self.reset()
         h, w = rgb.shape[:2]
-        result = self._model.process(rgb)
+        if self._fresh:
+            with _stderr_silenced():
+                result = self._model.process(rgb)
+            self._fresh = False
+        else:
+            result = self._model.process(rgb)
         if result.pose_landmarks is None:
             return []
         v = self.layout.num_keypoints

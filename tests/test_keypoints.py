@@ -1,0 +1,44 @@
+"""Loading cached keypoints as arrays and as a DataFrame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import requires_shared, shortest_clip
+from dualnet.layouts import MEDIAPIPE_HOLISTIC
+from pipelines.errors import StoreError
+from pipelines.extract import ExtractParams
+from pipelines.keypoints import KeypointSet
+
+pytestmark = requires_shared
+
+
+def test_dataframe_columns_and_dtypes_for_a_real_clip(ma52_store):
+    kps = KeypointSet(ma52_store)
+    name = shortest_clip().stem
+    df = kps.dataframe(name)
+    assert list(df.columns) == ["video", "frame", "keypoint", "x", "y", "score", "detected"]
+    assert isinstance(df["video"].dtype, pd.CategoricalDtype)
+    assert isinstance(df["keypoint"].dtype, pd.CategoricalDtype)
+    assert list(df["keypoint"].cat.categories) == list(MEDIAPIPE_HOLISTIC.keypoint_names)
+    assert df["frame"].dtype == np.int32 and df["detected"].dtype == bool
+    assert all(df[c].dtype == np.float32 for c in ("x", "y", "score"))
+    assert len(df) == 50 * 543
+
+    clip = kps.load(name)
+    row = df[(df.frame == 7) & (df.keypoint == "nose")].iloc[0]
+    np.testing.assert_allclose([row.x, row.y, row.score], clip.keypoints[7, 0], rtol=1e-6)
+    assert 0 < row.x < 1080 and 0 < row.y < 1296
+
+    both = kps.dataframe()
+    assert set(both["video"].cat.categories) == set(kps.names()) and len(both) == sum(
+        len(kps.load(n).timestamps) * 543 for n in kps.names())
+
+
+def test_loading_what_is_not_there(ma52_store):
+    with pytest.raises(StoreError, match="no keypoints for video 'nope'"):
+        KeypointSet(ma52_store).load("nope")
+    with pytest.raises(StoreError, match="no extract output"):
+        KeypointSet(ma52_store, ExtractParams(model_complexity=2))
