@@ -81,7 +81,6 @@ def main() -> None:
             times["w1"].append(pipeline(1))
             times["w2"].append(pipeline(2))
         estimator.close()
-        del decoded
         alone_seconds = min(times["alone"])
         results = {w: {"frames": alone_frames, "seconds": round(min(times[f"w{w}"]), 3),
                        "frames_per_s": round(alone_frames / min(times[f"w{w}"]), 3),

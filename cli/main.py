@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -68,7 +68,7 @@ class _FrameRate(TextColumn):
 def extract(
     inputs: Annotated[list[str], typer.Argument(help="Videos, folders, glob patterns or dataset list files.")],
     store: StoreOption = Path("cache"),
-    video_root: Annotated[Optional[Path], typer.Option(help="Folder that list-file entries are relative to.")] = None,
+    video_root: Annotated[Path | None, typer.Option(help="Folder that list-file entries are relative to.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one pose model each).")] = 1,
     shard: Annotated[str, typer.Option(help="Take the deterministic i-th of n parts of the items (0-based).")] = "0/1",
     model_complexity: Annotated[int, typer.Option(help="MediaPipe pose model: 0 lite, 1 full, 2 heavy.")] = 1,

@@ -60,8 +60,8 @@ def track_main_subject(
     boxes = [[body_box(p, body) for p in people] for people in candidates]
 
     best, anchor = -1.0, None
-    for t, (people, frame_boxes) in enumerate(zip(candidates, boxes)):
-        for j, (person, box) in enumerate(zip(people, frame_boxes)):
+    for t, (people, frame_boxes) in enumerate(zip(candidates, boxes, strict=True)):
+        for j, (person, box) in enumerate(zip(people, frame_boxes, strict=True)):
             if box is None:
                 continue
             prominence = box[2] * float(np.nanmean(person[list(body), 2]))

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import MA52_VIDEOS, OTHER_VIDEOS, REPO, ma52_clips, requires_shared, run_cli, shortest_clip
 from helpers import assert_same_keypoints
 
-from conftest import MA52_VIDEOS, OTHER_VIDEOS, REPO, ma52_clips, requires_shared, run_cli, shortest_clip
 from pipelines.errors import StoreLockedError
 from pipelines.extract import ExtractParams, run_extract, stage_key
 from pipelines.keypoints import KeypointSet
@@ -172,7 +172,7 @@ def test_main_subject_stays_the_same_person_among_two(tmp_path):
     assert report.processed == [video.stem]
     clip = KeypointSet(tmp_path / "store").load(video.stem)
     assert clip.detected.mean() > 0.9
-    boxes = np.array([body_box(k, range(33)) for k, d in zip(clip.keypoints, clip.detected) if d])
+    boxes = np.array([body_box(k, range(33)) for k, d in zip(clip.keypoints, clip.detected, strict=True) if d])
     jumps = np.hypot(*np.diff(boxes[:, :2], axis=0).T) / boxes[:-1, 2]
     assert jumps.max() < 0.5, "the tracked subject switched between people"
     assert np.allclose(np.diff(clip.timestamps), 1 / 30)  # AVI pts are out of order; times are rebuilt

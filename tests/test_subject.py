@@ -30,7 +30,7 @@ def test_body_box_ignores_low_scores_and_nan():
 def test_keeps_the_prominent_person_when_two_are_present():
     main = [person(500 + t, 400, 300) for t in range(10)]
     other = [person(1500, 400, 120) for _ in range(10)]
-    frames = [[o, m] if t % 2 else [m, o] for t, (m, o) in enumerate(zip(main, other))]
+    frames = [[o, m] if t % 2 else [m, o] for t, (m, o) in enumerate(zip(main, other, strict=True))]
     kp, det = track_main_subject(frames, V, BODY)
     assert det.all()
     np.testing.assert_allclose(kp[:, 0, 0], [500 + t - 150 for t in range(10)])
