@@ -149,6 +149,74 @@ def gc(
     console.print(f"{verb} {len(doomed)} path(s)")
 
 
+@app.command("import")
+def import_(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="openpose | pyskl | jhmdb")],
+    source: Annotated[Path, typer.Argument(help="OpenPose JSON folder (of clip folders), or the pickle file.")],
+    store: StoreOption = Path("cache"),
+    layout: Annotated[str, typer.Option(help="pyskl: joint layout of the pickle (e.g. ma52_28, coco_17).")] = "",
+    fps: Annotated[float, typer.Option(help="Frame rate for timestamps (the formats do not store it).")] = 30.0,
+    dtype: Annotated[str, typer.Option(help="Stored keypoint dtype: float32 or float16.")] = "float32",
+) -> None:
+    """Import keypoints from OpenPose JSON, pyskl/mmaction pickles or JHMDB pickles into the keypoint store."""
+    from pipelines.import_poses import ImportParams, run_import
+
+    try:
+        params = ImportParams(format=fmt, layout=layout, fps=fps, dtype=dtype)
+        report = run_import(source, params, Store(store))
+    except (ValueError, KeyError) as e:
+        fail(str(e).strip("'\""))
+    except DualnetError as e:
+        fail(str(e))
+    for error in report.failed.values():
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    console.print(f"import {fmt} [bold]{report.key}[/]: {len(report.processed)} processed, {len(report.skipped)} "
+                  f"skipped, {len(report.failed)} failed in {report.seconds:.1f} s -> "
+                  f"{Path(store) / 'import' / report.key}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+datasets_app = typer.Typer(no_args_is_help=True, help="Dataset clip indexes (MA-52, iMiGUE, JHMDB, pyskl, CSV).")
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("show")
+def datasets_show(
+    name: Annotated[str, typer.Argument(help="ma52 | imigue | jhmdb | pyskl | csv")],
+    root: Annotated[Path, typer.Argument(help="ma52: annotations folder; imigue: segment CSV; jhmdb: folder of "
+                                              "GT_*.pkl; pyskl: the pickle; csv: the CSV file.")],
+    protocol: Annotated[str, typer.Option(help="ma52: official, or subject (subject-disjoint train/val).")
+                        ] = "official",
+    split: Annotated[int, typer.Option(help="jhmdb: which of the 3 official splits.")] = 1,
+) -> None:
+    """Clips per class and split, as a table."""
+    from pipelines import datasets
+
+    try:
+        if name == "ma52":
+            index = datasets.ma52(root, protocol=protocol)
+        elif name == "jhmdb":
+            index = datasets.jhmdb(root, split)
+        elif name in datasets.ADAPTERS:
+            index = datasets.ADAPTERS[name](root)
+        else:
+            fail(f"unknown dataset {name!r}; known: {', '.join(datasets.ADAPTERS)}")
+    except (ValueError, OSError) as e:
+        fail(f"{root}: {e}")
+    except DualnetError as e:
+        fail(str(e))
+    counts = index.counts()
+    table = Table(title=f"{index.name}: {len(index.clips)} clips, {len(index.classes)} classes")
+    table.add_column("class")
+    for col in counts.columns:
+        table.add_column(str(col), justify="right")
+    for cls, row in counts.iterrows():
+        table.add_row(str(cls), *(str(int(v)) for v in row))
+    table.add_row("[bold]total[/]", *(f"[bold]{int(v)}[/]" for v in counts.sum()))
+    console.print(table)
+
+
 @app.command("demo-data")
 def demo_data(
     dest: Annotated[Path, typer.Option(help="Where downloaded clips go.")] = Path("cache/demo/ma52"),

@@ -36,16 +36,29 @@ _MP_HAND_EDGES = (
 _MP_FACE_POINTS = 468  # FaceMesh without iris refinement
 
 
+COCO17 = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle",
+)
+_COCO17_EDGES = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9), (8, 10),
+    (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+)
+
+
 @dataclass(frozen=True)
 class Layout:
     """A named keypoint layout.
 
     Attributes:
         name: Identifier stored with every keypoint array (e.g. ``"mediapipe_holistic"``).
-        keypoint_names: One name per keypoint, in array order.
+        keypoint_names: One name per keypoint, in array order. Joints that mean the same thing carry the same name in
+            every layout (COCO-17 body names, MediaPipe hand names), which is what makes conversion by name work.
         edges: Skeleton edges as index pairs, for drawing.
         body: Indices of the body keypoints (used to find, size and track a person).
         flip_pairs: Index pairs that swap under a horizontal flip (left <-> right).
+        description: Where the layout comes from, in a sentence.
     """
 
     name: str
@@ -53,6 +66,7 @@ class Layout:
     edges: tuple[tuple[int, int], ...]
     body: tuple[int, ...]
     flip_pairs: tuple[tuple[int, int], ...] = field(default=())
+    description: str = ""
 
     @property
     def num_keypoints(self) -> int:
@@ -65,6 +79,16 @@ class Layout:
         except ValueError:
             raise KeyError(f"layout {self.name!r} has no keypoint {keypoint_name!r}") from None
 
+    @property
+    def coco17(self) -> dict[str, int]:
+        """The COCO-17 joints this layout has: name -> index in this layout."""
+        return {n: self.keypoint_names.index(n) for n in COCO17 if n in self.keypoint_names}
+
+    def shared_with(self, other: Layout) -> list[tuple[int, int]]:
+        """(index here, index in `other`) for every keypoint name both layouts have, in this layout's order."""
+        theirs = {n: i for i, n in enumerate(other.keypoint_names)}
+        return [(i, theirs[n]) for i, n in enumerate(self.keypoint_names) if n in theirs]
+
 
 def _lr_pairs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     """Pairs (i, j) where name j is name i with 'left' replaced by 'right'."""
@@ -76,6 +100,28 @@ def _lr_pairs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
             if j is not None:
                 pairs.append((i, j))
     return tuple(pairs)
+
+
+def _edges_by_name(names: tuple[str, ...], pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[int, int], ...]:
+    position = {n: i for i, n in enumerate(names)}
+    return tuple((position[a], position[b]) for a, b in pairs if a in position and b in position)
+
+
+def _hand(side: str, which: tuple[str, ...] = _MP_HAND) -> tuple[str, ...]:
+    return tuple(f"{side}_hand_{n}" for n in which)
+
+
+def _hand_edges(names: tuple[str, ...], side: str) -> tuple[tuple[int, int], ...]:
+    pairs = tuple((f"{side}_hand_{_MP_HAND[a]}", f"{side}_hand_{_MP_HAND[b]}") for a, b in _MP_HAND_EDGES)
+    return _edges_by_name(names, pairs)
+
+
+def _layout(name: str, names: tuple[str, ...], body_names: tuple[str, ...], edge_names: tuple[tuple[str, str], ...],
+            description: str) -> Layout:
+    edges = _edges_by_name(names, edge_names) + _hand_edges(names, "left") + _hand_edges(names, "right")
+    edges = tuple(dict.fromkeys(tuple(sorted(e)) for e in edges))  # each edge once
+    body = tuple(i for i, n in enumerate(names) if n in body_names)
+    return Layout(name, names, edges, body, _lr_pairs(names), description)
 
 
 def _mediapipe_holistic() -> Layout:
@@ -93,12 +139,71 @@ def _mediapipe_holistic() -> Layout:
         edges=tuple(edges),
         body=tuple(range(n_body)),
         flip_pairs=_lr_pairs(names),
+        description="MediaPipe Holistic 0.10: 33 BlazePose body + 21 left hand + 21 right hand + 468 FaceMesh points",
     )
 
 
-MEDIAPIPE_HOLISTIC = _mediapipe_holistic()
+_COCO17_EDGE_NAMES = tuple((COCO17[a], COCO17[b]) for a, b in _COCO17_EDGES)
+_FEET = ("left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel")
+# OpenPose's COCO-18 body (as in its --model_pose COCO and the pyskl/MA-52 releases) and BODY_25.
+_OPENPOSE18 = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+    "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "right_eye", "left_eye",
+    "right_ear", "left_ear",
+)
+_BODY25 = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+    "mid_hip", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "right_eye",
+    "left_eye", "right_ear", "left_ear", "left_big_toe", "left_small_toe", "left_heel", "right_big_toe",
+    "right_small_toe", "right_heel",
+)
+_OPENPOSE_EDGE_NAMES = _COCO17_EDGE_NAMES + (
+    ("neck", "nose"), ("neck", "left_shoulder"), ("neck", "right_shoulder"), ("neck", "mid_hip"),
+    ("mid_hip", "left_hip"), ("mid_hip", "right_hip"), ("left_ankle", "left_heel"), ("left_ankle", "left_big_toe"),
+    ("left_big_toe", "left_small_toe"), ("right_ankle", "right_heel"), ("right_ankle", "right_big_toe"),
+    ("right_big_toe", "right_small_toe"), ("neck", "left_hip"), ("neck", "right_hip"),
+)
+_FINGERTIPS = ("thumb_tip", "index_finger_tip", "middle_finger_tip", "ring_finger_tip", "pinky_tip")
+# JHMDB puppet joints, in the order of its joint_positions files (and of the DD-Net pickles).
+_JHMDB15 = (
+    "neck", "belly", "face", "right_shoulder", "left_shoulder", "right_hip", "left_hip", "right_elbow", "left_elbow",
+    "right_knee", "left_knee", "right_wrist", "left_wrist", "right_ankle", "left_ankle",
+)
+_JHMDB_EDGE_NAMES = (
+    ("face", "neck"), ("neck", "belly"), ("neck", "left_shoulder"), ("neck", "right_shoulder"),
+    ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("right_shoulder", "right_elbow"),
+    ("right_elbow", "right_wrist"), ("belly", "left_hip"), ("belly", "right_hip"), ("left_hip", "left_knee"),
+    ("left_knee", "left_ankle"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+)
 
-LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (MEDIAPIPE_HOLISTIC,)}
+
+def _face(count: int) -> tuple[str, ...]:
+    return tuple(f"face_{i:03d}" for i in range(count))
+
+
+MEDIAPIPE_HOLISTIC = _mediapipe_holistic()
+COCO_17 = _layout("coco_17", COCO17, COCO17, _COCO17_EDGE_NAMES, "COCO keypoints: 17 body joints")
+COCO_WHOLEBODY = _layout(
+    "coco_wholebody", COCO17 + _FEET + _face(68) + _hand("left") + _hand("right"), COCO17 + _FEET,
+    _COCO17_EDGE_NAMES + _OPENPOSE_EDGE_NAMES,
+    "COCO-WholeBody 133 (RTMW / DWPose via rtmlib): 17 body + 6 feet + 68 face + 2 x 21 hands")
+OPENPOSE_BODY25 = _layout("openpose_body25", _BODY25, _BODY25, _OPENPOSE_EDGE_NAMES, "OpenPose BODY_25")
+OPENPOSE_BODY25_FACE_HANDS = _layout(
+    "openpose_body25_face_hands", _BODY25 + _face(70) + _hand("left") + _hand("right"), _BODY25,
+    _OPENPOSE_EDGE_NAMES,
+    "OpenPose BODY_25 + face 70 + 2 x 21 hands (the iMiGUE skeletons: pose, face, hand_left, hand_right keypoints)")
+OPENPOSE_18 = _layout("openpose_18", _OPENPOSE18, _OPENPOSE18, _OPENPOSE_EDGE_NAMES, "OpenPose COCO-18 body")
+MA52_28 = _layout(
+    "ma52_28", _OPENPOSE18 + _hand("left", _FINGERTIPS) + _hand("right", _FINGERTIPS), _OPENPOSE18,
+    _OPENPOSE_EDGE_NAMES + tuple((f"{s}_wrist", f"{s}_hand_{t}") for s in ("left", "right") for t in _FINGERTIPS),
+    "MA-52 28-keypoint skeleton release: OpenPose COCO-18 body + 5 fingertips per hand (left, then right)")
+JHMDB_15 = _layout("jhmdb_15", _JHMDB15, _JHMDB15, _JHMDB_EDGE_NAMES, "JHMDB puppet joints (15)")
+
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (MEDIAPIPE_HOLISTIC, COCO_17, COCO_WHOLEBODY, OPENPOSE_BODY25, OPENPOSE_BODY25_FACE_HANDS,
+                   OPENPOSE_18, MA52_28, JHMDB_15)
+}
 
 
 def get_layout(name: str) -> Layout:

@@ -7,7 +7,6 @@ video is redone, and a killed run resumes with the missing items only.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import time
@@ -19,11 +18,11 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-import zarr
 
 from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import stable_hash
+from pipelines.keypoint_format import item_fingerprint, write_keypoint_item
 from pipelines.sources import VideoSource, resolve_sources
 from pipelines.store import Shard, StageOutput, Store
 from pipelines.subject import track_main_subject
@@ -33,7 +32,6 @@ STAGE = "extract"
 VERSION = 1  # bump when a code change alters what this stage writes: it changes every extract key
 BACKENDS = ("mediapipe",)
 DTYPES = ("float32", "float16")
-_CHUNK_FRAMES = 256  # frames per zarr chunk: one chunk for a 1-3 s clip, bounded reads for long videos
 
 
 @dataclass(frozen=True)
@@ -143,34 +141,9 @@ def extract_video(path: str | Path, params: ExtractParams, estimator, on_frames=
 def write_item(group_path: Path, track: PoseTrack, params: ExtractParams, source: VideoSource,
                fingerprint: str) -> None:
     """Write one video's keypoints as a zarr group at `group_path` (a temporary location)."""
-    layout = get_layout(params.layout)
-    t, v, _ = track.keypoints.shape
-    group = zarr.open_group(group_path, mode="w")
-    group.attrs.update({
-        "layout": layout.name,
-        "keypoint_names": list(layout.keypoint_names),
-        "fps": track.fps,
-        "width": track.width,
-        "height": track.height,
-        "num_frames": t,
-        "source_name": Path(source.path).name,
-        "source_path": source.path,
-        "source_fingerprint": fingerprint,
-        "coordinates": "x, y in pixels of the source frame; score in [0, 1]; NaN where not detected",
-    })
-    chunk = min(max(t, 1), _CHUNK_FRAMES)
-    group.create_array("keypoints", data=track.keypoints.astype(params.dtype), chunks=(chunk, v, 3))
-    group.create_array("detected", data=track.detected.astype(bool), chunks=(chunk,))
-    group.create_array("timestamps", data=track.timestamps, chunks=(chunk,))
-
-
-def item_fingerprint(output: StageOutput, name: str) -> str | None:
-    """The source fingerprint a finished item records, or None when the item is absent or unreadable."""
-    try:
-        with open(output.item_path(name) / "zarr.json") as f:
-            return json.load(f)["attributes"]["source_fingerprint"]
-    except (OSError, ValueError, KeyError):
-        return None
+    write_keypoint_item(group_path, track.keypoints, track.detected, track.timestamps, layout=get_layout(params.layout),
+                        fps=track.fps, width=track.width, height=track.height, source_name=Path(source.path).name,
+                        source_path=source.path, fingerprint=fingerprint, dtype=params.dtype)
 
 
 def _process_one(source: VideoSource, fingerprint: str, params: ExtractParams, output: StageOutput, tmp: Path,
@@ -287,7 +260,7 @@ def run_extract(
                 except OSError as e:
                     _fail(output, report, progress, source, str(InputError(source.path, e.strerror or str(e))))
                     continue
-                if item_fingerprint(output, source.name) == fp:
+                if item_fingerprint(output.item_path(source.name)) == fp:
                     report.skipped.append(source.name)
                 else:
                     todo.append((source, fp))

@@ -17,9 +17,13 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from pipelines import extract, import_poses
 from pipelines.errors import StoreError
-from pipelines.extract import STAGE, ExtractParams, stage_key
+from pipelines.extract import ExtractParams
+from pipelines.import_poses import ImportParams
 from pipelines.store import StageOutput, Store, safe_name
+
+KEYPOINT_STAGES = (extract.STAGE, import_poses.STAGE)
 
 
 @dataclass
@@ -31,25 +35,32 @@ class VideoKeypoints:
     detected: np.ndarray  # (T,) bool
     timestamps: np.ndarray  # (T,) seconds from the start of the video
     fps: float
-    width: int
-    height: int
+    width: int | None  # None where the source format does not record it (pose pickles)
+    height: int | None
     layout: str
     keypoint_names: list[str]
 
 
 class KeypointSet:
-    """The keypoints of one `extract` output (one key) in a store.
+    """The keypoints of one `extract` or `import` output (one key) in a store.
 
     Args:
         store: A Store or its root; default ``DUALNET_STORE`` or ``cache/``.
-        params: The extraction parameters whose output to read (default: the defaults of `dualnet extract`).
+        params: The ExtractParams or ImportParams whose output to read (default: `dualnet extract`'s defaults).
         key: Read this stage key instead (e.g. from ``dualnet status``); overrides `params`.
     """
 
-    def __init__(self, store: Store | str | Path | None = None, params: ExtractParams | None = None,
+    def __init__(self, store: Store | str | Path | None = None, params: ExtractParams | ImportParams | None = None,
                  key: str | None = None):
         self.store = store if isinstance(store, Store) else Store(store)
-        self.output: StageOutput = self.store.stage(STAGE, key or stage_key(params or ExtractParams()))
+        if key is not None:
+            found = [self.store.stage(st, key) for st in KEYPOINT_STAGES
+                     if (self.store.root / st / key / "stage.json").exists()]
+            self.output: StageOutput = found[0] if found else self.store.stage(extract.STAGE, key)
+        elif isinstance(params, ImportParams):
+            self.output = self.store.stage(import_poses.STAGE, import_poses.stage_key(params))
+        else:
+            self.output = self.store.stage(extract.STAGE, extract.stage_key(params or ExtractParams()))
         self.manifest = self.output.manifest()  # raises StoreError naming the store when absent
 
     def names(self) -> list[str]:
@@ -72,8 +83,8 @@ class KeypointSet:
             detected=group["detected"][:],
             timestamps=group["timestamps"][:],
             fps=float(attrs["fps"]),
-            width=int(attrs["width"]),
-            height=int(attrs["height"]),
+            width=attrs["width"],
+            height=attrs["height"],
             layout=attrs["layout"],
             keypoint_names=list(attrs["keypoint_names"]),
         )

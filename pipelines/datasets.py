@@ -1,0 +1,294 @@
+"""Datasets as one clip index: clip id, video or keypoint source, frame range, fine and coarse label, subject, split.
+
+Adapters read each dataset's own files: MA-52 (official lists), iMiGUE (segment CSV), JHMDB (DD-Net pickles, 3
+splits), pyskl pickles (their ``split`` dict) and a generic CSV. Malformed lines fail with the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.errors import InputError
+from pipelines.hashing import stable_hash
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled (or test) clip."""
+
+    clip_id: str  # unique within the index; the keypoint item name where keypoints come from an import
+    source: str  # video path, or keypoint item name, the clip is cut from
+    split: str  # train | val | test (| train1, test1, ... where a dataset has several)
+    label: int | None = None  # fine label id; None where hidden (MA-52 test)
+    coarse: int | None = None  # coarse (body-level) label id where the dataset has one
+    subject: str | None = None  # person id, for subject-disjoint protocols
+    start: int | None = None  # first frame (inclusive) within `source`; None = from the start
+    end: int | None = None  # last frame (exclusive); None = to the end
+
+
+@dataclass
+class ClipIndex:
+    """A dataset's clips and class names."""
+
+    name: str
+    classes: list[str]
+    clips: list[Clip]
+    coarse_classes: list[str] = field(default_factory=list)
+
+    def frame(self) -> pd.DataFrame:
+        """The clips as a DataFrame (one row per clip; label columns nullable integers)."""
+        df = pd.DataFrame([asdict(c) for c in self.clips])
+        for col in ("label", "coarse", "start", "end"):
+            df[col] = df[col].astype("Int64")
+        return df
+
+    def split(self, name: str) -> list[Clip]:
+        return [c for c in self.clips if c.split == name]
+
+    @property
+    def splits(self) -> list[str]:
+        return list(dict.fromkeys(c.split for c in self.clips))
+
+    def counts(self) -> pd.DataFrame:
+        """Clips per class (rows, by class name) and split (columns); unlabelled clips count under '(no label)'."""
+        df = self.frame()
+        names = df["label"].map(lambda i: "(no label)" if pd.isna(i) else self.classes[int(i)])
+        table = pd.crosstab(names, df["split"]).reindex(columns=self.splits, fill_value=0)
+        order = [c for c in self.classes if c in table.index] + [i for i in table.index if i not in self.classes]
+        return table.reindex(order)
+
+
+def _int(text: str, where: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(where, f"{what} {text!r} is not an integer") from None
+
+
+def _check_label(label: int, classes: list[str], where: str) -> int:
+    if not 0 <= label < len(classes):
+        raise InputError(where, f"label {label} is outside the {len(classes)} classes (0..{len(classes) - 1})")
+    return label
+
+
+# -- MA-52 --------------------------------------------------------------------------------------------------------
+def read_label_names(path: Path) -> list[str]:
+    """``id<TAB>name`` (or ``id name``) a line, ids 0..N-1 in order."""
+    names = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.replace("\t", " ").split(" ", 1)
+        if len(parts) != 2 or _int(parts[0], f"{path}:{lineno}", "class id") != len(names):
+            raise InputError(f"{path}:{lineno}", f"expected '<{len(names)}> <name>', got {line!r}")
+        names.append(parts[1].strip())
+    return names
+
+
+def read_fine_to_coarse(path: Path) -> tuple[dict[int, int], list[str]]:
+    """fine id -> coarse id, and the coarse class names, from ``fine_to_coarse.tsv``."""
+    mapping, coarse_names = {}, {}
+    with open(path, newline="") as f:
+        for lineno, row in enumerate(csv.DictReader(f, delimiter="\t"), 2):
+            where = f"{path}:{lineno}"
+            fine = _int(row.get("fine_id", ""), where, "fine_id")
+            coarse = _int(row.get("coarse_id", ""), where, "coarse_id")
+            mapping[fine] = coarse
+            coarse_names[coarse] = row.get("coarse_name", str(coarse))
+    return mapping, [coarse_names[i] for i in sorted(coarse_names)]
+
+
+def ma52_subject(video_id: str) -> str:
+    """The participant of an MA-52 video id ``PPPP_SS_NNNN``."""
+    return video_id.split("_")[0]
+
+
+def ma52(annotations: str | Path, video_root: str | Path | None = None, protocol: str = "official",
+         val_fraction: float = 0.33) -> ClipIndex:
+    """MA-52 from its official lists (``{train,val,test}_list_videos.txt``, ``label_name.txt``, ``fine_to_coarse.tsv``).
+
+    Args:
+        video_root: Where the ``<video>.mp4`` files lie (default: the annotations folder); clips without it still
+            index by name.
+        protocol: ``official`` (val shares all subjects with train) or ``subject``: train+val regrouped so that
+            no participant is in both; about `val_fraction` of the participants, chosen by a stable hash of
+            their id, form val. Test is unchanged (labels hidden).
+    """
+    root = Path(annotations)
+    classes = read_label_names(root / "label_name.txt")
+    fine_to_coarse, coarse_classes = read_fine_to_coarse(root / "fine_to_coarse.tsv")
+    videos = Path(video_root) if video_root is not None else root
+    clips = []
+    for split in ("train", "val", "test"):
+        path = root / f"{split}_list_videos.txt"
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            parts = line.split()
+            if len(parts) != 2:
+                raise InputError(where, f"expected '<video>.mp4 <label>', got {line!r}")
+            video, label_text = parts
+            label = _check_label(_int(label_text, where, "label"), classes, where)
+            vid = Path(video).stem
+            if split == "test":  # hidden: the lists carry 0 for every test clip
+                clips.append(Clip(vid, str(videos / video), "test", subject=ma52_subject(vid)))
+            else:
+                clips.append(Clip(vid, str(videos / video), split, label, fine_to_coarse[label], ma52_subject(vid)))
+    if protocol == "subject":
+        clips = _subject_disjoint(clips, val_fraction)
+    elif protocol != "official":
+        raise ValueError(f"protocol {protocol!r} is not 'official' or 'subject'")
+    return ClipIndex("ma52", classes, clips, coarse_classes)
+
+
+def _subject_disjoint(clips: list[Clip], val_fraction: float) -> list[Clip]:
+    """Regroup train+val so that every subject is in exactly one of them (stable across runs and machines)."""
+    def is_val(subject: str | None) -> bool:
+        return int(stable_hash(["subject-split", subject], chars=8), 16) / 16**8 < val_fraction
+
+    out = []
+    for c in clips:
+        if c.split in ("train", "val"):
+            c = Clip(**{**asdict(c), "split": "val" if is_val(c.subject) else "train"})
+        out.append(c)
+    return out
+
+
+# -- iMiGUE ---------------------------------------------------------------------------------------------------------
+def imigue(segments_csv: str | Path, source_root: str | Path | None = None, class_names: str | Path | None = None,
+           test_subjects: list[str] | None = None, test_fraction: float = 0.25) -> ClipIndex:
+    """iMiGUE segments cut by frame range from long videos (or OpenPose folders).
+
+    The CSV has at least ``video_id,label_id,start_frame,end_frame,subject_id`` columns. The cross-subject split
+    puts `test_subjects` in test; without that list, a stable hash assigns ~`test_fraction` of the subjects.
+    Label ids are used as given (0-based, with the class names of `class_names`, e.g. MiGA's class_names_32.txt).
+    """
+    path = Path(segments_csv)
+    root = Path(source_root) if source_root is not None else path.parent
+    classes = _read_class_file(Path(class_names)) if class_names else []
+    test = set(test_subjects or [])
+    rows = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        needed = {"video_id", "label_id", "start_frame", "end_frame", "subject_id"}
+        missing = needed - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(path, f"missing columns: {', '.join(sorted(missing))}")
+        for lineno, row in enumerate(reader, 2):
+            where = f"{path}:{lineno}"
+            label = _int(row["label_id"], where, "label_id")
+            start, end = _int(row["start_frame"], where, "start_frame"), _int(row["end_frame"], where, "end_frame")
+            if end <= start:
+                raise InputError(where, f"end_frame {end} is not after start_frame {start}")
+            rows.append((row["video_id"], label, start, end, row["subject_id"], lineno))
+    if not classes:
+        classes = [str(i) for i in range(max(r[1] for r in rows) + 1)] if rows else []
+    clips = []
+    for video, label, start, end, subject, lineno in rows:
+        _check_label(label, classes, f"{path}:{lineno}")
+        if test:
+            split = "test" if subject in test else "train"
+        else:
+            split = "test" if int(stable_hash(["subject-split", subject], chars=8), 16) / 16**8 < test_fraction \
+                else "train"
+        clips.append(Clip(f"{video}_{start}_{end}", str(root / video), split, label, None, subject, start, end))
+    return ClipIndex("imigue", classes, clips)
+
+
+def _read_class_file(path: Path) -> list[str]:
+    """``<id> <name>`` a line (MiGA's class_names_32.txt) or one name a line."""
+    names = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        first, _, rest = line.strip().partition(" ")
+        if first.isdigit() and rest:
+            if int(first) != len(names):
+                raise InputError(f"{path}:{lineno}", f"expected class id {len(names)}, got {first}")
+            names.append(rest.strip())
+        else:
+            names.append(line.strip())
+    return names
+
+
+# -- JHMDB ----------------------------------------------------------------------------------------------------------
+def jhmdb(root: str | Path, split: int = 1) -> ClipIndex:
+    """One of JHMDB's 3 official splits from DD-Net's ``GT_{train,test}_{split}.pkl``.
+
+    Clip ids are ``GT_<part>_<split>_<index>``, the item names `import jhmdb` gives the same pickles' clips.
+    """
+    from pipelines.importers.pyskl_pickle import load_pickle
+
+    if split not in (1, 2, 3):
+        raise ValueError(f"JHMDB split must be 1, 2 or 3, not {split}")
+    root = Path(root)
+    parts = {}
+    for part in ("train", "test"):
+        path = root / f"GT_{part}_{split}.pkl"
+        data = load_pickle(path)
+        if not isinstance(data, dict) or "label" not in data:
+            raise InputError(path, "not a JHMDB joint pickle (no 'label')")
+        parts[part] = (path, [str(x) for x in data["label"]])
+    classes = sorted({label for _, labels in parts.values() for label in labels})
+    clips = [Clip(f"{path.stem}_{i:04d}", f"{path.stem}_{i:04d}", part, classes.index(label))
+             for part, (path, labels) in parts.items() for i, label in enumerate(labels)]
+    return ClipIndex(f"jhmdb{split}", classes, clips)
+
+
+# -- pyskl pickles and generic CSV ------------------------------------------------------------------------------------
+def pyskl(pickle_path: str | Path, class_names: str | Path | None = None) -> ClipIndex:
+    """Clips and splits of a pyskl PoseDataset pickle (a clip in several splits is listed once per split)."""
+    from pipelines.importers.pyskl_pickle import load_pickle
+
+    path = Path(pickle_path)
+    data = load_pickle(path)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise InputError(path, "not a pyskl PoseDataset pickle (no 'annotations' list)")
+    labels = {}
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or "frame_dir" not in ann:
+            raise InputError(path, f"annotation {i}: missing 'frame_dir'")
+        labels[str(ann["frame_dir"])] = _int(str(ann.get("label", "")), f"{path} annotation {i}", "label")
+    classes = _read_class_file(Path(class_names)) if class_names else \
+        [str(i) for i in range(max(labels.values(), default=-1) + 1)]
+    clips = []
+    for split, names in (data.get("split") or {"all": list(labels)}).items():
+        for name in names:
+            if str(name) not in labels:
+                raise InputError(path, f"split {split!r} names {name!r}, which has no annotation")
+            label = _check_label(labels[str(name)], classes, f"{path} ({name})")
+            clips.append(Clip(str(name), str(name), str(split), label))
+    return ClipIndex(path.stem, classes, clips)
+
+
+def generic_csv(path: str | Path, root: str | Path | None = None) -> ClipIndex:
+    """``path,label[,split,start,end,subject]`` with a header; labels are class names (sorted) or integers."""
+    path = Path(path)
+    base = Path(root) if root is not None else path.parent
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"path", "label"} <= set(reader.fieldnames or []):
+            raise InputError(path, "needs a header with at least the columns path,label")
+        rows = [(lineno, row) for lineno, row in enumerate(reader, 2)]
+    names = sorted({row["label"] for _, row in rows})
+    numeric = all(n.lstrip("-").isdigit() for n in names)
+    classes = [str(i) for i in range(max(int(n) for n in names) + 1)] if numeric and names else names
+    clips = []
+    for lineno, row in rows:
+        where = f"{path}:{lineno}"
+        label = _check_label(int(row["label"]), classes, where) if numeric else classes.index(row["label"])
+        start = _int(row["start"], where, "start") if row.get("start") else None
+        end = _int(row["end"], where, "end") if row.get("end") else None
+        source = Path(row["path"]) if Path(row["path"]).is_absolute() else base / row["path"]
+        clip_id = Path(row["path"]).stem + (f"_{start}_{end}" if start is not None else "")
+        clips.append(Clip(clip_id, str(source), row.get("split") or "train", label, None, row.get("subject") or None,
+                          start, end))
+    return ClipIndex(path.stem, classes, clips)
+
+
+ADAPTERS = {"ma52": ma52, "imigue": imigue, "jhmdb": jhmdb, "pyskl": pyskl, "csv": generic_csv}

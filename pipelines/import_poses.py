@@ -1,0 +1,147 @@
+"""The `import` stage: pose data from other tools (OpenPose JSON, pyskl pickles, JHMDB pickles) into the keypoint
+store, in the same item format as `extract`, so every later stage sees one format.
+
+Content-hashed like `extract`: the key hashes the format and its parameters; each item records the fingerprint of
+its source (the pickle, or the clip's JSON files), so a re-run skips unchanged clips. A malformed source fails with
+one line naming the file and record before anything is written.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dualnet.layouts import get_layout
+from pipelines.errors import DualnetError, InputError, StoreError
+from pipelines.hashing import FingerprintCache, stable_hash
+from pipelines.importers import ImportedClip
+from pipelines.keypoint_format import item_fingerprint, write_keypoint_item
+from pipelines.store import Shard, Store
+
+STAGE = "import"
+VERSION = 1
+FORMATS = ("openpose", "pyskl", "jhmdb")
+
+
+@dataclass(frozen=True)
+class ImportParams:
+    """What changes the imported keypoints; all of it goes into the stage key."""
+
+    format: str  # openpose | pyskl | jhmdb
+    layout: str = ""  # pyskl: the layout of its V joints (e.g. ma52_28, coco_17); fixed by the others
+    fps: float = 30.0  # frame rate for timestamps (the formats do not record it; iMiGUE is ~25)
+    dtype: str = "float32"  # stored keypoint dtype
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
+        if self.format == "pyskl":
+            if not self.layout:
+                raise ValueError("pyskl pickles need --layout (the joint layout of their V keypoints)")
+            get_layout(self.layout)  # KeyError lists the known layouts
+        if self.fps <= 0:
+            raise ValueError("fps must be positive")
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype {self.dtype!r} is not one of float32, float16")
+
+
+def stage_key(params: ImportParams) -> str:
+    return stable_hash({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {}})
+
+
+@dataclass
+class ImportReport:
+    key: str
+    processed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _sources(source: Path, params: ImportParams, fingerprints: FingerprintCache
+             ) -> Iterable[tuple[str, str, object]]:
+    """(fingerprint, source path, loader) per unit of input: a pickle file, or one OpenPose clip folder."""
+    if params.format == "openpose":
+        from pipelines.importers.openpose_json import clip_folders
+
+        for folder in clip_folders(source):
+            files = sorted(folder.glob("*.json"))
+            fp = stable_hash([[f.name, fingerprints.fingerprint(f)] for f in files], chars=32)
+            yield fp, str(folder), folder
+    else:
+        if not source.is_file():
+            raise InputError(source, "file not found" if not source.exists() else "not a file")
+        yield fingerprints.fingerprint(source), str(source), source
+
+
+def _read(unit: Path, params: ImportParams) -> list[ImportedClip]:
+    if params.format == "openpose":
+        from pipelines.importers.openpose_json import read_clip
+
+        return [read_clip(unit, params.fps)]
+    from pipelines.importers.pyskl_pickle import read_jhmdb, read_pyskl
+
+    if params.format == "jhmdb":
+        return read_jhmdb(unit, params.fps)
+    return read_pyskl(unit, get_layout(params.layout), params.fps)
+
+
+def run_import(source: str | Path, params: ImportParams, store: Store | str | Path | None = None) -> ImportReport:
+    """Import every clip of `source` into the store; unchanged clips are skipped.
+
+    A pickle is read and validated in full before anything is written; an OpenPose clip folder that fails is
+    recorded as a failure and the other folders are still imported.
+    """
+    store = store if isinstance(store, Store) else Store(store)
+    started = time.perf_counter()
+    source = Path(source)
+    key = stage_key(params)
+    report = ImportReport(key)
+    output = store.stage(STAGE, key)
+    shard = Shard()
+    fingerprints = store.fingerprints()
+    try:
+        units = list(_sources(source, params, fingerprints))
+    finally:
+        fingerprints.close()
+    with store.lock(shard):
+        tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {}}, shard)
+        store.set_ref(STAGE, key, asdict(params))
+        names: list[str] = []
+        for fp, path, unit in units:
+            if params.format == "openpose" and item_fingerprint(output.item_path(Path(path).name)) == fp:
+                report.skipped.append(Path(path).name)
+                names.append(Path(path).name)
+                continue
+            try:
+                clips = _read(unit, params)
+            except DualnetError as e:
+                if params.format != "openpose":
+                    raise
+                output.record_failure(Path(path).name, path, str(e))
+                report.failed[Path(path).name] = str(e)
+                continue
+            for clip in clips:
+                names.append(clip.name)
+                if item_fingerprint(output.item_path(clip.name)) == fp:
+                    report.skipped.append(clip.name)
+                    continue
+                group = tmp / f"{clip.name}.{uuid.uuid4().hex[:8]}"
+                timestamps = [i / clip.fps for i in range(len(clip.keypoints))]
+                try:
+                    write_keypoint_item(group, clip.keypoints, clip.detected, timestamps, layout=clip.layout,
+                                        fps=clip.fps, width=clip.width, height=clip.height,
+                                        source_name=Path(clip.source_path).name, source_path=clip.source_path,
+                                        fingerprint=fp, dtype=params.dtype, coordinates=clip.coordinates,
+                                        extra={"import_format": params.format, **clip.extra})
+                    output.commit(group, clip.name)
+                except OSError as e:
+                    raise StoreError(f"{output.path}: cannot write item {clip.name!r} ({e.strerror or e})") from e
+                report.processed.append(clip.name)
+        output.record_run(shard, names)
+        output.finish(shard)
+    report.seconds = time.perf_counter() - started
+    return report
