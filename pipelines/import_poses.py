@@ -107,6 +107,8 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
         units = list(_sources(source, params, fingerprints))
     finally:
         fingerprints.close()
+    # A pickle is read and validated in full before the store is touched at all.
+    preloaded = {path: _read(unit, params) for _, path, unit in units if params.format != "openpose"}
     with store.lock(shard):
         tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {}}, shard)
         store.set_ref(STAGE, key, asdict(params))
@@ -117,10 +119,8 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
                 names.append(Path(path).name)
                 continue
             try:
-                clips = _read(unit, params)
+                clips = preloaded[path] if path in preloaded else _read(unit, params)
             except DualnetError as e:
-                if params.format != "openpose":
-                    raise
                 output.record_failure(Path(path).name, path, str(e))
                 report.failed[Path(path).name] = str(e)
                 continue
