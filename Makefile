@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[pose,dev]"
+	$(PY) -m pip install --quiet --no-deps "rtmlib>=0.0.13"
 	touch $(STAMP)
 
 test: $(STAMP)

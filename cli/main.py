@@ -77,13 +77,19 @@ def extract(
     dtype: Annotated[str, typer.Option(help="Stored keypoint dtype: float32 or float16.")] = "float32",
     max_jump: Annotated[float, typer.Option(help="Main-subject tracking: max centre jump per frame (body sizes).")
                         ] = 0.5,
+    backend: Annotated[str, typer.Option(help="mediapipe (Holistic, 543 points) or rtmlib (COCO-WholeBody 133).")
+                       ] = "mediapipe",
+    det_model: Annotated[str, typer.Option(help="rtmlib: detector ONNX path or URL (default: rtmlib's YOLOX-m).")
+                         ] = "",
+    pose_model: Annotated[str, typer.Option(help="rtmlib: pose ONNX path or URL (default: rtmlib's RTMW-x).")] = "",
 ) -> None:
-    """Pose extraction: MediaPipe Holistic keypoints of the main subject, one zarr group per video."""
+    """Pose extraction: keypoints of the main subject in every frame, one zarr group per video."""
     from pipelines.extract import ExtractParams, run_extract
 
     try:
         params = ExtractParams(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
-                               min_tracking_confidence=min_tracking_confidence, dtype=dtype, max_jump=max_jump)
+                               min_tracking_confidence=min_tracking_confidence, dtype=dtype, max_jump=max_jump,
+                               backend=backend, det_model=det_model, pose_model=pose_model)
         part = Shard.parse(shard)
     except ValueError as e:
         fail(str(e))

@@ -30,7 +30,7 @@ from pipelines.video import iter_frames, probe, regular_timestamps
 
 STAGE = "extract"
 VERSION = 1  # bump when a code change alters what this stage writes: it changes every extract key
-BACKENDS = ("mediapipe",)
+BACKENDS = ("mediapipe", "rtmlib")
 DTYPES = ("float32", "float16")
 
 
@@ -44,6 +44,10 @@ class ExtractParams:
     min_tracking_confidence: float = 0.5  # MediaPipe's default; below it the tracker re-detects
     dtype: str = "float32"  # stored keypoint dtype; float16 halves the store at ~0.5 px error on 1080p frames
     max_jump: float = 0.5  # main-subject tracking: largest per-frame centre jump, in body sizes
+    det_model: str = ""  # rtmlib: detector ONNX path or URL ("" = rtmlib's Wholebody default, YOLOX-m)
+    pose_model: str = ""  # rtmlib: whole-body pose ONNX path or URL ("" = rtmlib's default, RTMW-x 256x192)
+    det_input_size: tuple[int, int] = (640, 640)  # rtmlib: detector input (h, w), its default
+    pose_input_size: tuple[int, int] = (192, 256)  # rtmlib: pose input (w, h), its default for RTMW 256x192
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -60,7 +64,7 @@ class ExtractParams:
 
     @property
     def layout(self) -> str:
-        return "mediapipe_holistic"
+        return "coco_wholebody" if self.backend == "rtmlib" else "mediapipe_holistic"
 
 
 def stage_key(params: ExtractParams) -> str:
@@ -109,8 +113,16 @@ class ExtractReport:
     seconds: float = 0.0
 
 
-def make_estimator(params: ExtractParams):
-    """The pose estimator `params` names."""
+def make_estimator(params: ExtractParams, models_dir: Path | None = None):
+    """The pose estimator `params` names; rtmlib models given as URLs are fetched once into `models_dir`."""
+    if params.backend == "rtmlib":
+        from pipelines.models import resolve_model
+        from pipelines.pose import rtmlib_wholebody as rtm
+
+        models_dir = models_dir if models_dir is not None else Path("cache") / "models"
+        det = resolve_model(params.det_model or rtm.DEFAULT_DET, models_dir)
+        pose = resolve_model(params.pose_model or rtm.DEFAULT_POSE, models_dir)
+        return rtm.RTMLibEstimator(str(det), str(pose), params.det_input_size, params.pose_input_size)
     from pipelines.pose.mediapipe_holistic import HolisticEstimator
 
     return HolisticEstimator(params.model_complexity, params.min_detection_confidence,
@@ -200,12 +212,12 @@ def _pin_worker(counter, workers: int) -> None:
     os.sched_setaffinity(0, share)
 
 
-def _init_worker(progress_queue, params: ExtractParams, counter, workers: int) -> None:
+def _init_worker(progress_queue, params: ExtractParams, models_dir: Path, counter, workers: int) -> None:
     _die_with_parent()
     _pin_worker(counter, workers)
     _worker["queue"] = progress_queue
     _worker["params"] = params
-    _worker["estimator"] = make_estimator(params)
+    _worker["estimator"] = make_estimator(params, models_dir)
 
 
 def _work(task: tuple) -> tuple[str, int, str | None]:
@@ -273,6 +285,8 @@ def run_extract(
             except DualnetError:
                 pass  # reported when the item runs
         progress.start(len(todo), declared, len(report.skipped))
+        if todo and params.backend == "rtmlib" and workers > 1:
+            make_estimator(params, output.root / "models").close()  # download once, before workers start
         if todo:
             if workers <= 1:
                 _run_inline(todo, params, output, tmp, report, progress)
@@ -297,7 +311,7 @@ def _done(report: ExtractReport, progress: ExtractProgress, name: str, frames: i
 
 
 def _run_inline(todo, params, output, tmp, report, progress) -> None:
-    estimator = make_estimator(params)
+    estimator = make_estimator(params, output.root / "models")
     try:
         for source, fp in todo:
             try:
@@ -326,7 +340,8 @@ def _run_pool(todo, params, output, tmp, report, progress, workers) -> None:
 
     workers = min(workers, len(todo))
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(frames_queue, params, ctx.Value("i", 0), workers)) as pool:
+                             initargs=(frames_queue, params, output.root / "models", ctx.Value("i", 0),
+                                       workers)) as pool:
         futures = {pool.submit(_work, (source, fp, output, tmp)): source for source, fp in todo}
         pending = set(futures)
         while pending:
