@@ -157,18 +157,21 @@ def gc(
 
 @app.command("import")
 def import_(
-    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="openpose | pyskl | jhmdb")],
-    source: Annotated[Path, typer.Argument(help="OpenPose JSON folder (of clip folders), or the pickle file.")],
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="openpose | pyskl | jhmdb | miga")],
+    source: Annotated[Path, typer.Argument(help="OpenPose JSON folder (of clip folders), the pickle, or the "
+                                                "MiGA .npy array.")],
     store: StoreOption = Path("cache"),
-    layout: Annotated[str, typer.Option(help="pyskl: joint layout of the pickle (e.g. ma52_28, coco_17).")] = "",
+    layout: Annotated[str, typer.Option(help="pyskl, miga: joint layout (a name, e.g. ma52_28, or a .json file).")
+                      ] = "",
+    labels: Annotated[str, typer.Option(help="miga: the label pickle of the arrays.")] = "",
     fps: Annotated[float, typer.Option(help="Frame rate for timestamps (the formats do not store it).")] = 30.0,
     dtype: Annotated[str, typer.Option(help="Stored keypoint dtype: float32 or float16.")] = "float32",
 ) -> None:
-    """Import keypoints from OpenPose JSON, pyskl/mmaction pickles or JHMDB pickles into the keypoint store."""
+    """Import keypoints from OpenPose JSON, pyskl/mmaction or JHMDB pickles, or MiGA arrays into the store."""
     from pipelines.import_poses import ImportParams, run_import
 
     try:
-        params = ImportParams(format=fmt, layout=layout, fps=fps, dtype=dtype)
+        params = ImportParams(format=fmt, layout=layout, labels=labels, fps=fps, dtype=dtype)
         report = run_import(source, params, Store(store))
     except (ValueError, KeyError) as e:
         fail(str(e).strip("'\""))

@@ -206,9 +206,39 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-def get_layout(name: str) -> Layout:
-    """Look up a layout by name; the error lists the known ones."""
+def layout_from_dict(data: dict, where: str = "layout") -> Layout:
+    """A layout from plain data: ``{"name", "keypoint_names", "edges"?, "body"?, "description"?}``.
+
+    For skeleton releases whose joint order is documented elsewhere (the 44-joint MMN release, MiGA's 22 joints):
+    write their names once in a JSON file and pass its path wherever a layout name is taken. Left/right pairs
+    come from the names ('left_*' / 'right_*').
+    """
     try:
+        names = tuple(str(n) for n in data["keypoint_names"])
+        name = str(data["name"])
+    except (KeyError, TypeError):
+        raise ValueError(f"{where}: a layout needs 'name' and 'keypoint_names'") from None
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"{where}: keypoint_names must be non-empty and unique")
+    edges = tuple((int(a), int(b)) for a, b in data.get("edges", ()))
+    if any(not (0 <= a < len(names) and 0 <= b < len(names)) for a, b in edges):
+        raise ValueError(f"{where}: an edge names a keypoint index outside 0..{len(names) - 1}")
+    body = tuple(int(i) for i in data.get("body", range(len(names))))
+    return Layout(name, names, edges, body, _lr_pairs(names), str(data.get("description", "")))
+
+
+def get_layout(name: str) -> Layout:
+    """Look up a layout by name, or load one from a ``.json`` file (see `layout_from_dict`)."""
+    if name in LAYOUTS:
         return LAYOUTS[name]
-    except KeyError:
-        raise KeyError(f"unknown keypoint layout {name!r}; known: {', '.join(sorted(LAYOUTS))}") from None
+    if name.endswith(".json"):
+        import json
+        from pathlib import Path
+
+        try:
+            layout = layout_from_dict(json.loads(Path(name).read_text()), name)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{name}: cannot read layout ({e})") from None
+        LAYOUTS.setdefault(layout.name, layout)  # items name their layout; later lookups by name find it
+        return layout
+    raise KeyError(f"unknown keypoint layout {name!r}; known: {', '.join(sorted(LAYOUTS))} (or a layout .json file)")

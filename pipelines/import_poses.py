@@ -23,25 +23,28 @@ from pipelines.store import Shard, Store
 
 STAGE = "import"
 VERSION = 1
-FORMATS = ("openpose", "pyskl", "jhmdb")
+FORMATS = ("openpose", "pyskl", "jhmdb", "miga")
 
 
 @dataclass(frozen=True)
 class ImportParams:
     """What changes the imported keypoints; all of it goes into the stage key."""
 
-    format: str  # openpose | pyskl | jhmdb
-    layout: str = ""  # pyskl: the layout of its V joints (e.g. ma52_28, coco_17); fixed by the others
+    format: str  # openpose | pyskl | jhmdb | miga
+    layout: str = ""  # pyskl, miga: the layout of their V joints (a name such as ma52_28, or a layout .json file)
+    labels: str = ""  # miga: the label pickle beside the (N, 3, T, V, 1) array
     fps: float = 30.0  # frame rate for timestamps (the formats do not record it; iMiGUE is ~25)
     dtype: str = "float32"  # stored keypoint dtype
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
-        if self.format == "pyskl":
+        if self.format in ("pyskl", "miga"):
             if not self.layout:
-                raise ValueError("pyskl pickles need --layout (the joint layout of their V keypoints)")
+                raise ValueError(f"{self.format} needs --layout (the joint layout of its V keypoints)")
             get_layout(self.layout)  # KeyError lists the known layouts
+        if self.format == "miga" and not self.labels:
+            raise ValueError("miga needs --labels (the label pickle of the arrays)")
         if self.fps <= 0:
             raise ValueError("fps must be positive")
         if self.dtype not in ("float32", "float16"):
@@ -74,7 +77,13 @@ def _sources(source: Path, params: ImportParams, fingerprints: FingerprintCache
     else:
         if not source.is_file():
             raise InputError(source, "file not found" if not source.exists() else "not a file")
-        yield fingerprints.fingerprint(source), str(source), source
+        fp = fingerprints.fingerprint(source)
+        if params.format == "miga":  # the labels are part of what an item records
+            labels = Path(params.labels)
+            if not labels.is_file():
+                raise InputError(labels, "label pickle not found")
+            fp = stable_hash([fp, fingerprints.fingerprint(labels)], chars=32)
+        yield fp, str(source), source
 
 
 def _read(unit: Path, params: ImportParams) -> list[ImportedClip]:
@@ -86,6 +95,10 @@ def _read(unit: Path, params: ImportParams) -> list[ImportedClip]:
 
     if params.format == "jhmdb":
         return read_jhmdb(unit, params.fps)
+    if params.format == "miga":
+        from pipelines.importers.miga_arrays import read_miga
+
+        return read_miga(unit, Path(params.labels), get_layout(params.layout), params.fps)
     return read_pyskl(unit, get_layout(params.layout), params.fps)
 
 

@@ -73,21 +73,33 @@ class KeypointSet:
             raise StoreError(f"{self.output.path}: no keypoints for video {name!r}")
         return zarr.open_group(path, mode="r")
 
-    def load(self, name: str) -> VideoKeypoints:
-        """Arrays and metadata of one video."""
+    def load(self, name: str, start: int | None = None, end: int | None = None) -> VideoKeypoints:
+        """Arrays and metadata of one video, or of frames [start, end) of it (a clip cut from a long recording).
+
+        Only the chunks covering the range are read. A range outside the video is an error naming both.
+        """
         group = self._group(name)
         attrs = dict(group.attrs)
+        total = group["detected"].shape[0]
+        lo = 0 if start is None else start
+        hi = total if end is None else end
+        if not 0 <= lo < hi <= total:
+            raise StoreError(f"{self.output.item_path(name)}: frames [{lo}, {hi}) are outside its {total} frames")
         return VideoKeypoints(
             name=safe_name(name),
-            keypoints=group["keypoints"][:],
-            detected=group["detected"][:],
-            timestamps=group["timestamps"][:],
+            keypoints=group["keypoints"][lo:hi],
+            detected=group["detected"][lo:hi],
+            timestamps=group["timestamps"][lo:hi],
             fps=float(attrs["fps"]),
             width=attrs["width"],
             height=attrs["height"],
             layout=attrs["layout"],
             keypoint_names=list(attrs["keypoint_names"]),
         )
+
+    def load_clip(self, clip) -> VideoKeypoints:
+        """The keypoints of a dataset clip (`pipelines.datasets.Clip`): its source item, cut to its frame range."""
+        return self.load(Path(clip.source).stem, clip.start, clip.end)
 
     def dataframe(self, names: list[str] | str | None = None) -> pd.DataFrame:
         """Long table, one row per (video, frame, keypoint).

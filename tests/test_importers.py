@@ -149,3 +149,45 @@ def test_jhmdb_store_equals_the_pickles(tmp_path):
             np.testing.assert_array_equal(clip.keypoints[..., :2], data["pose"][i].astype(np.float32))
             assert kps._group(f"GT_{part}_1_{i:04d}").attrs["label"] == data["label"][i]
     assert len(KeypointSet(tmp_path / "store", ImportParams("jhmdb")).names()) == 433 + 176
+
+
+def test_clip_cut_by_frame_range_has_exactly_those_frames(tmp_path):
+    """An iMiGUE-style segment (start, end) cut from a long OpenPose sequence."""
+    from pipelines.datasets import Clip
+    from pipelines.errors import StoreError
+
+    write_openpose_clip(tmp_path / "json" / "session_01", frames=120)
+    params = ImportParams("openpose", fps=25)
+    run_import(tmp_path / "json", params, tmp_path / "store")
+    kps = KeypointSet(tmp_path / "store", params)
+    whole = kps.load("session_01")
+    clip = kps.load_clip(Clip("session_01_37_81", "session_01", "train", 3, start=37, end=81))
+    assert len(clip.keypoints) == 81 - 37 == len(clip.detected) == len(clip.timestamps)
+    np.testing.assert_array_equal(clip.keypoints, whole.keypoints[37:81])
+    np.testing.assert_allclose(clip.timestamps[[0, -1]], [37 / 25, 80 / 25])
+    with pytest.raises(StoreError, match=r"frames \[100, 130\) are outside its 120 frames"):
+        kps.load("session_01", 100, 130)
+
+
+def test_miga_arrays_with_a_layout_from_json(tmp_path):
+    layout_file = tmp_path / "miga_22.json"
+    names = ["nose", "neck"] + [f"{side}_{j}" for side in ("left", "right") for j in
+                                ("shoulder", "elbow", "wrist", "eye", "ear")] + [f"hand_{i}" for i in range(10)]
+    layout_file.write_text(json.dumps({"name": "miga_22_test", "keypoint_names": names, "edges": [[0, 1], [1, 2]]}))
+    rng = np.random.default_rng(3)
+    arrays = rng.uniform(1, 100, size=(3, 3, 10, 22, 1)).astype(np.float32)
+    arrays[1, :, 7:] = 0  # padding frames after the sample ends
+    np.save(tmp_path / "train_data.npy", arrays)
+    (tmp_path / "train_label.pkl").write_bytes(pickle.dumps((["0054_0", "0054_1", "0054_2"], [4, 0, 31])))
+    params = ImportParams("miga", layout=str(layout_file), labels=str(tmp_path / "train_label.pkl"))
+    report = run_import(tmp_path / "train_data.npy", params, tmp_path / "store")
+    assert sorted(report.processed) == ["0054_0", "0054_1", "0054_2"]
+    kps = KeypointSet(tmp_path / "store", params)
+    clip = kps.load("0054_1")
+    assert clip.layout == "miga_22_test" and clip.keypoints.shape == (10, 22, 3)
+    np.testing.assert_allclose(clip.keypoints[:7], arrays[1, :, :7, :, 0].transpose(1, 2, 0), rtol=1e-6)
+    assert clip.detected.tolist() == [True] * 7 + [False] * 3
+    assert kps._group("0054_2").attrs["label"] == 31
+    (tmp_path / "train_label.pkl").write_bytes(pickle.dumps((["a", "b"], [1, 2])))
+    with pytest.raises(InputError, match="train_label.pkl: 2 labels for 3 arrays"):
+        run_import(tmp_path / "train_data.npy", params, tmp_path / "store")
