@@ -226,6 +226,88 @@ def datasets_show(
     console.print(table)
 
 
+class RichTubeProgress:
+    """Draws `run_tubes`'s callbacks: a bar over clips, one line per failure."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = None
+
+    def start(self, clips: int, skipped: int) -> None:
+        if skipped:
+            console.print(f"{skipped} clip(s) already have tubes: skipped")
+        self.task = self.progress.add_task(f"tubes for {clips} clip(s)", total=clips)
+
+    def item(self, name: str, error: str | None) -> None:
+        self.progress.advance(self.task, 1)
+        if error is not None:
+            self.progress.console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+
+
+def _keypoint_set(store: Path, keypoints_key: str | None):
+    from pipelines.keypoints import KeypointSet
+
+    return KeypointSet(Store(store), key=keypoints_key) if keypoints_key else KeypointSet(Store(store))
+
+
+@app.command()
+def tubes(
+    store: StoreOption = Path("cache"),
+    frames: Annotated[int, typer.Option(help="Frames sampled uniformly over each clip.")] = 16,
+    size: Annotated[int, typer.Option(help="Entity crop side in pixels.")] = 112,
+    global_size: Annotated[int, typer.Option(help="Side of the letterboxed global frame.")] = 224,
+    entity_set: Annotated[str, typer.Option(help="k6 (face, head, torso, hands, lower body) or k5 (no lower body).")
+                          ] = "k6",
+    keypoints_key: Annotated[str | None, typer.Option(help="Keypoint output to cut from (default: extract with "
+                                                              "default parameters).")] = None,
+    video_root: Annotated[Path | None, typer.Option(help="Find videos here by file name (a moved dataset).")
+                          ] = None,
+) -> None:
+    """Entity crop tubes: keypoint-guided body-part crops over sampled frames, cached in sharded zarr packs."""
+    from pipelines.tubes import TubeParams, run_tubes
+
+    try:
+        params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=err_console) as bar:
+            report = run_tubes(Store(store), params, _keypoint_set(store, keypoints_key), None, video_root,
+                               RichTubeProgress(bar))
+    except (ValueError, KeyError) as e:
+        fail(str(e).strip("'\""))
+    except DualnetError as e:
+        fail(str(e))
+    console.print(f"tubes [bold]{report.key}[/]: {len(report.processed)} processed, {len(report.skipped)} skipped, "
+                  f"{len(report.failed)} failed; {report.packs} pack(s) in {report.seconds:.1f} s -> "
+                  f"{Path(store) / 'tubes' / report.key}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def show(
+    clip: Annotated[str, typer.Argument(help="Clip name (video stem).")],
+    store: StoreOption = Path("cache"),
+    out: Annotated[Path | None, typer.Option(help="PNG to write (default: <store>/show/<clip>.png).")] = None,
+    frames: Annotated[int, typer.Option(help="Tubes of which --frames setting.")] = 16,
+    size: Annotated[int, typer.Option(help="Tubes of which --size setting.")] = 112,
+    entity_set: Annotated[str, typer.Option(help="Tubes of which --entity-set.")] = "k6",
+    keypoints_key: Annotated[str | None, typer.Option(help="Keypoint output the tubes were cut from.")] = None,
+) -> None:
+    """A PNG of one clip: sampled frames with skeleton and entity boxes, and the K tubes across time."""
+    from pipelines.show import render_clip
+    from pipelines.tubes import TubeParams, TubeSet
+
+    try:
+        params = TubeParams(frames=frames, size=size, entity_set=entity_set)
+        tube_set = TubeSet(Store(store), params, _keypoint_set(store, keypoints_key))
+        path = render_clip(tube_set, clip, out or Path(store) / "show" / f"{clip}.png")
+    except (ValueError, KeyError) as e:
+        fail(str(e).strip("'\""))
+    except DualnetError as e:
+        fail(str(e))
+    print(path)
+
+
 @app.command("demo-data")
 def demo_data(
     dest: Annotated[Path, typer.Option(help="Where downloaded clips go.")] = Path("cache/demo/ma52"),
