@@ -32,6 +32,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_extract.py --out bench/results/extract.json
+	$(PY) bench/bench_tubes.py --out bench/results/tubes.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dualnet pipelines cli tests bench

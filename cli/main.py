@@ -262,12 +262,15 @@ def tubes(
                                                               "default parameters).")] = None,
     video_root: Annotated[Path | None, typer.Option(help="Find videos here by file name (a moved dataset).")
                           ] = None,
+    pack_size: Annotated[int, typer.Option(help="Clips per pack file (a killed run redoes at most one pack).")
+                         ] = 64,
 ) -> None:
     """Entity crop tubes: keypoint-guided body-part crops over sampled frames, cached in sharded zarr packs."""
     from pipelines.tubes import TubeParams, run_tubes
 
     try:
-        params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set)
+        params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set,
+                            pack_size=pack_size)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=err_console) as bar:
             report = run_tubes(Store(store), params, _keypoint_set(store, keypoints_key), None, video_root,

@@ -9,6 +9,7 @@ sit behind a desk: no lower body).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,10 +118,17 @@ def body_scale(keypoints: np.ndarray, layout: Layout, frame_size: tuple[int, int
     return frame_size[1] / 6
 
 
+def _nanmean(*points: np.ndarray) -> np.ndarray:
+    """Per-frame mean of (T, 2) points, ignoring missing ones; NaN where all are missing (without a warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.stack(points), axis=0)
+
+
 def _fallback(rule: str, keypoints: np.ndarray, layout: Layout, scale: float) -> np.ndarray:
     """(T, 3) centre x, centre y and side from body geometry; NaN where the anchors are missing too."""
     p = lambda n: _point(keypoints, layout, n)  # noqa: E731
-    shoulders = np.nanmean(np.stack([p("left_shoulder"), p("right_shoulder")]), axis=0)
+    shoulders = _nanmean(p("left_shoulder"), p("right_shoulder"))
     t = keypoints.shape[0]
     if rule in ("left_forearm", "right_forearm"):
         side = rule.split("_")[0]
@@ -133,7 +141,7 @@ def _fallback(rule: str, keypoints: np.ndarray, layout: Layout, scale: float) ->
     if rule == "below_shoulders":
         return np.column_stack([shoulders[:, 0], shoulders[:, 1] + 0.6 * scale, np.full(t, 1.4 * scale)])
     if rule == "below_hips":
-        hips = np.nanmean(np.stack([p("left_hip"), p("right_hip")]), axis=0)
+        hips = _nanmean(p("left_hip"), p("right_hip"))
         return np.column_stack([hips[:, 0], hips[:, 1] + 0.9 * scale, np.full(t, 1.8 * scale)])
     raise ValueError(f"unknown fallback rule {rule!r}")
 
@@ -183,8 +191,9 @@ def entity_boxes(keypoints: np.ndarray, layout: Layout, entities: tuple[Entity, 
         ok = (pts[..., 2] >= MIN_SCORE) & np.isfinite(pts[..., :2]).all(axis=-1)  # (T, n)
         own = ok.sum(axis=1) >= entity.min_points
         xy = np.where(ok[..., None], pts[..., :2], np.nan)
-        with np.errstate(all="ignore"):
-            lo, hi = np.nanmin(xy, axis=1), np.nanmax(xy, axis=1)  # (T, 2), NaN rows where none
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # frames with none of its points: NaN rows
+            lo, hi = np.nanmin(xy, axis=1), np.nanmax(xy, axis=1)  # (T, 2)
         side = np.maximum((hi - lo).max(axis=1) * entity.margin, entity.min_side * scale)
         centre = (lo + hi) / 2
         geometry = np.column_stack([centre, side])  # (T, 3)

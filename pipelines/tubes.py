@@ -14,6 +14,7 @@ Per clip (F sampled frames, K entities, S entity size, G global size, V keypoint
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import zarr
+from zarr.codecs import BloscCodec
+from zarr.core.sync import sync
 
 from dualnet.entities import entity_boxes, get_entity_set
 from dualnet.layouts import get_layout
@@ -37,6 +40,7 @@ from pipelines.video import iter_frames
 STAGE = "tubes"
 VERSION = 1
 ARRAYS = ("tubes", "frames", "boxes", "visible", "padding", "keypoints", "frame_index")
+IMAGE_CODEC = BloscCodec(cname="lz4hc", clevel=5, shuffle="noshuffle")
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,10 @@ class TubeParams:
 
 
 def stage_key(params: TubeParams, keypoints: StageOutput) -> str:
-    return stable_hash({"stage": STAGE, "version": VERSION, "params": asdict(params),
+    """The tubes key: stage, version, parameters (less `pack_size`, which changes files, not content) and the
+    keypoint output's key."""
+    content = {k: v for k, v in asdict(params).items() if k != "pack_size"}
+    return stable_hash({"stage": STAGE, "version": VERSION, "params": content,
                         "inputs": {keypoints.stage: keypoints.key}})
 
 
@@ -112,7 +119,10 @@ def write_pack(path: Path, clips: list[ClipTubes], params: TubeParams) -> None:
                         "entities": [e.name for e in get_entity_set(params.entity_set)]})
     for name in ARRAYS:
         data = np.stack([c.arrays[name] for c in clips])
-        group.create_array(name, data=data, chunks=(1, *data.shape[1:]), shards=data.shape)
+        # Images: Blosc-LZ4HC measured 1.8x smaller than raw and ~2x faster to read than zarr's default zstd
+        # (16 vs 32 ms per clip here); the small arrays keep the default.
+        compressors = IMAGE_CODEC if name in ("tubes", "frames") else "auto"
+        group.create_array(name, data=data, chunks=(1, *data.shape[1:]), shards=data.shape, compressors=compressors)
 
 
 def _read_pack_clips(pack: Path) -> list[dict]:
@@ -245,19 +255,20 @@ class TubeSet:
         self.output = self.store.stage(STAGE, key)
         self.manifest = self.output.manifest()
         self.index = pack_index(self.output)
-        self._groups: dict[str, zarr.Group] = {}
+        self._packs: dict[str, tuple[dict[str, zarr.Array], list[dict]]] = {}
 
     def names(self) -> list[str]:
         return sorted(self.index)
 
-    def _locate(self, name: str) -> tuple[zarr.Group, int, dict]:
+    def _locate(self, name: str) -> tuple[dict[str, zarr.Array], int, dict]:
         if name not in self.index:
             raise StoreError(f"{self.output.path}: no tubes for clip {name!r}")
         pack, row, _ = self.index[name]
-        if pack not in self._groups:
-            self._groups[pack] = zarr.open_group(self.output.items_dir / pack, mode="r")
-        group = self._groups[pack]
-        return group, row, group.attrs["clips"][row]
+        if pack not in self._packs:  # array handles are opened once per pack, not once per read
+            group = zarr.open_group(self.output.items_dir / pack, mode="r")
+            self._packs[pack] = ({a: group[a] for a in ARRAYS}, list(group.attrs["clips"]))
+        arrays, clips = self._packs[pack]
+        return arrays, row, clips[row]
 
     @property
     def entities(self) -> list[str]:
@@ -265,8 +276,9 @@ class TubeSet:
 
     def load(self, name: str) -> dict[str, np.ndarray]:
         """Every array of one clip (see the module docstring), plus ``meta``."""
-        group, row, meta = self._locate(name)
-        out = {a: group[a][row] for a in ARRAYS}
+        arrays, row, meta = self._locate(name)
+        values = sync(_gather_row([arrays[a] for a in ARRAYS], row))  # one trip through zarr's event loop
+        out: dict = dict(zip(ARRAYS, values, strict=True))
         out["meta"] = meta
         return out
 
@@ -295,6 +307,10 @@ class TubeSet:
                 "padded": (a["padding"] > 0).any(axis=-1).ravel(),
             }))
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+async def _gather_row(arrays: list[zarr.Array], row: int) -> list[np.ndarray]:
+    return list(await asyncio.gather(*(a.async_array.getitem(row) for a in arrays)))
 
 
 def count_files(path: Path) -> int:

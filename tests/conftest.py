@@ -47,3 +47,13 @@ def ma52_store(tmp_path_factory):
     report = run_extract([str(MA52_VIDEOS)], store)
     assert not report.failed, report.failed
     return store
+
+
+@pytest.fixture(scope="session")
+def ma52_tubes(ma52_store):
+    """Tubes (default parameters) of the 6 MA-52 clips, cut once per test session."""
+    from pipelines.tubes import TubeSet, run_tubes
+
+    report = run_tubes(ma52_store)
+    assert not report.failed and len(report.processed) == 6, report
+    return TubeSet(ma52_store)

@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import SHARED, requires_shared, run_cli
 
+from conftest import SHARED, requires_shared, run_cli
 from pipelines import datasets
 from pipelines.errors import InputError
 

@@ -9,8 +9,8 @@ import threading
 import urllib.parse
 
 import pytest
-from conftest import MA52_VIDEOS, requires_shared
 
+from conftest import MA52_VIDEOS, requires_shared
 from pipelines import demo_data
 from pipelines.errors import InputError
 

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
+
 from conftest import MA52_VIDEOS, OTHER_VIDEOS, REPO, ma52_clips, requires_shared, run_cli, shortest_clip
 from helpers import assert_same_keypoints
-
 from pipelines.errors import StoreLockedError
 from pipelines.extract import ExtractParams, run_extract, stage_key
 from pipelines.keypoints import KeypointSet

@@ -7,8 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import SHARED, requires_shared, run_cli
 
+from conftest import SHARED, requires_shared, run_cli
 from dualnet.layouts import MA52_28, OPENPOSE_BODY25_FACE_HANDS
 from pipelines.errors import InputError
 from pipelines.import_poses import ImportParams, run_import

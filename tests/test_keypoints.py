@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import requires_shared, shortest_clip
 
+from conftest import requires_shared, shortest_clip
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
 from pipelines.errors import StoreError
 from pipelines.extract import ExtractParams

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import requires_shared, shortest_clip
 
 pytest.importorskip("rtmlib", reason="rtmlib is not installed (make setup installs it)")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import MA52_VIDEOS, requires_shared
 
+from conftest import MA52_VIDEOS, requires_shared
 from pipelines.errors import InputError
 from pipelines.sources import resolve_sources
 from pipelines.store import Shard

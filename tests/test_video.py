@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import OTHER_VIDEOS, requires_shared, shortest_clip
 
+from conftest import OTHER_VIDEOS, requires_shared, shortest_clip
 from pipelines.errors import InputError
 from pipelines.video import iter_frames, probe, regular_timestamps
 
