@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 STORE ?= cache
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench lint clean-store
+.PHONY: setup test demo bench lint
 
 setup: $(STAMP)
 
@@ -27,6 +27,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	DEMO=$$($(VENV)/bin/dualnet demo-data) && \
 	$(VENV)/bin/dualnet extract "$$DEMO" --store $(STORE) && \
+	$(VENV)/bin/dualnet tubes --store $(STORE) && \
+	$(VENV)/bin/dualnet show B1_nodding__0019_02_0078 --store $(STORE) && \
 	$(VENV)/bin/dualnet status --store $(STORE) && \
 	$(PY) -m pipelines.demo_summary --store $(STORE)
 
