@@ -1,0 +1,113 @@
+"""Model configuration: one frozen dataclass, and named presets that set a few numbers.
+
+Every ablation of the paper is a field: modality, path (st | ts | dual | average), routing tau, MAC on/off and its
+lambda, K and the entity set. Values the authors state are marked (paper); the others are ours, chosen where the
+paper is silent (see ../shared/docs/paper.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+MODALITIES = ("rgb", "pose", "rgb+pose")
+PATHS = ("st", "ts", "dual", "average")
+BACKBONES = ("resnet18", "resnet50", "resnet101", "tiny")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a Micro-DualNet model."""
+
+    num_classes: int = 52  # MA-52 fine classes (iMiGUE: 32)
+    num_coarse: int = 0  # > 0 adds a coarse-label head (MA-52's 7 body levels); 0 = none
+    modality: str = "rgb+pose"  # rgb | pose | rgb+pose (paper: RGB+pose for the headline numbers)
+    path: str = "dual"  # st | ts | dual (routed) | average (fixed 0.5/0.5 fusion, an ablation)
+    backbone: str = "resnet101"  # resnet18 | resnet50 | resnet101 (paper) | tiny (CPU tests)
+    pretrained: str = ""  # ImageNet weights with torchvision key names: a file path or a URL; "" = random init
+    num_frames: int = 8  # T, TSM segments per clip (paper)
+    entity_set: str = "k6"  # k6: face, head, torso, hands, lower body (paper, MA-52); k5 without lower body (iMiGUE)
+    layout: str = "mediapipe_holistic"  # keypoint layout of the pose input (decides each entity's points)
+    dim: int = 256  # D, entity feature size (paper)
+    heads: int = 4  # attention heads in Spatial-T and Temporal-T (ours: D / 64)
+    depth: int = 1  # transformer layers per Spatial-T / Temporal-T block (ours: one, the paper does not say)
+    mlp_ratio: float = 2.0  # feed-forward width of those layers and of MLP_s / MLP_t, in multiples of D (ours)
+    dropout: float = 0.1  # in attention, feed-forward and before the classifier (ours)
+    position_embeddings: bool = True  # learnable entity and time embeddings (paper)
+    tau: float = 1.0  # routing softmax temperature (ours: 1.0, the paper does not give it)
+    mac: bool = True  # mutual action consistency loss between the paths (paper)
+    mac_lambda: float = 0.1  # L = L_CE + lambda * L_MAC (paper: 0.1)
+    mac_temperature: float = 0.1  # InfoNCE temperature of MAC (ours)
+    mac_dim: int = 128  # projection size for MAC (ours)
+    coarse_weight: float = 1.0  # weight of the coarse-label cross-entropy when num_coarse > 0 (ours)
+    shift_div: int = 8  # TSM: shift 1/shift_div of the channels each way in time (TSM's default)
+    entity_size: int = 112  # S, entity crop side fed to the backbone (ours; the tubes stage default)
+    global_size: int = 224  # G, global frame side (the TSM convention the paper assumes)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("modality", MODALITIES), ("path", PATHS), ("backbone", BACKBONES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.tau <= 0:
+            raise ValueError("tau must be positive")
+        if self.num_frames < 1 or self.num_classes < 2:
+            raise ValueError("num_frames >= 1 and num_classes >= 2 are required")
+
+    @property
+    def uses_rgb(self) -> bool:
+        return self.modality in ("rgb", "rgb+pose")
+
+    @property
+    def uses_pose(self) -> bool:
+        return self.modality in ("pose", "rgb+pose")
+
+    def override(self, **changes) -> ModelConfig:
+        """A copy with some fields changed (unknown names are an error)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+
+def paper() -> ModelConfig:
+    """The paper's model: ResNet-101 + TSM, T = 8, K = 6, D = 256, RGB + pose, dual path, MAC lambda 0.1."""
+    return ModelConfig()
+
+
+def r50() -> ModelConfig:
+    """ResNet-50 backbone, otherwise the paper's settings."""
+    return ModelConfig(backbone="resnet50")
+
+
+def small() -> ModelConfig:
+    """ResNet-18 at D = 128: a single mid-range GPU."""
+    return ModelConfig(backbone="resnet18", dim=128, heads=2)
+
+
+def tiny() -> ModelConfig:
+    """A few thousand parameters' worth of everything: trains on a CPU in seconds (tests, the demo)."""
+    return ModelConfig(backbone="tiny", num_frames=4, dim=32, heads=2, entity_size=32, global_size=64, mac_dim=16)
+
+
+def pose() -> ModelConfig:
+    """Pose only (no images, no backbone): the paper's pose-only variant."""
+    return ModelConfig(modality="pose", backbone="tiny")
+
+
+def pose_tiny() -> ModelConfig:
+    """Pose only and small: seconds per epoch on a CPU."""
+    return ModelConfig(modality="pose", backbone="tiny", num_frames=4, dim=32, heads=2, mac_dim=16)
+
+
+PRESETS = {"paper": paper, "r50": r50, "small": small, "tiny": tiny, "pose": pose, "pose_tiny": pose_tiny}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A named preset with optional field overrides, e.g. ``preset("paper", path="st", mac=False)``."""
+    try:
+        base = PRESETS[name]()
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+    return base.override(**overrides) if overrides else base

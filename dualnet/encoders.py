@@ -1,0 +1,90 @@
+"""Entity encoders: visual (the backbone on each entity tube) and pose (each entity's keypoints), both to D."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import nn
+
+from dualnet.backbone import TSMResNet
+from dualnet.entities import Entity
+from dualnet.layouts import Layout
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] -> float, ImageNet-normalised; float input is taken as already normalised."""
+    if x.dtype != torch.uint8:
+        return x
+    mean = x.new_tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    return (x.float() / 255.0 - mean) / std
+
+
+class VisualEntityEncoder(nn.Module):
+    """Backbone features of every entity crop, reduced to D by a depthwise-separable convolution (paper).
+
+    The backbone is shared with the global branch and passed in, not owned.
+    """
+
+    def __init__(self, feature_dim: int, dim: int):
+        super().__init__()
+        self.reduce = nn.Sequential(
+            nn.Conv2d(feature_dim, feature_dim, 3, padding=1, groups=feature_dim, bias=False),  # depthwise
+            nn.BatchNorm2d(feature_dim),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(feature_dim, dim, 1, bias=False),  # pointwise
+            nn.BatchNorm2d(dim),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+        )
+
+    def forward(self, tubes: torch.Tensor, backbone: TSMResNet) -> torch.Tensor:
+        """tubes (B, T, K, 3, S, S) -> (B, T, K, D)."""
+        b, t, k = tubes.shape[:3]
+        x = rearrange(normalize_images(tubes), "b t k c h w -> (b k t) c h w")  # each tube's frames consecutive
+        features = self.reduce(backbone.forward_features(x, t)).flatten(1)  # (B*K*T, D)
+        return rearrange(features, "(b k t) d -> b t k d", b=b, k=k, t=t)
+
+
+class PoseEntityEncoder(nn.Module):
+    """Each entity's keypoints, centred and scaled by the entity box, with velocities, through an MLP to D.
+
+    Per point: x, y relative to the box centre in box sides, their change since the previous frame, and the score;
+    missing points are zeros (and masked out of the velocities). One MLP per entity (its points differ).
+    """
+
+    FEATURES = 5  # x, y, vx, vy, score
+
+    def __init__(self, layout: Layout, entities: tuple[Entity, ...], dim: int, hidden: int | None = None):
+        super().__init__()
+        indices = [e.indices(layout) for e in entities]
+        points = max(1, max(len(i) for i in indices))
+        index = np.zeros((len(entities), points), dtype=np.int64)
+        mask = np.zeros((len(entities), points), dtype=bool)
+        for k, idx in enumerate(indices):
+            index[k, :len(idx)] = idx
+            mask[k, :len(idx)] = True
+        self.register_buffer("index", torch.from_numpy(index), persistent=False)  # (K, P)
+        self.register_buffer("mask", torch.from_numpy(mask), persistent=False)  # (K, P)
+        hidden = hidden or 2 * dim
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(points * self.FEATURES, hidden), nn.GELU(), nn.Linear(hidden, dim))
+            for _ in entities)
+
+    def forward(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """keypoints (B, T, V, 3), boxes (B, T, K, 4) -> (B, T, K, D)."""
+        pts = keypoints[:, :, self.index]  # (B, T, K, P, 3)
+        centre = ((boxes[..., :2] + boxes[..., 2:]) / 2).unsqueeze(-2)  # (B, T, K, 1, 2)
+        side = (boxes[..., 2:3] - boxes[..., 0:1]).clamp_min(1e-6).unsqueeze(-2)  # (B, T, K, 1, 1)
+        score = torch.nan_to_num(pts[..., 2], nan=0.0)
+        valid = torch.isfinite(pts[..., :2]).all(-1) & (score > 0) & self.mask  # (B, T, K, P)
+        xy = torch.where(valid.unsqueeze(-1), (torch.nan_to_num(pts[..., :2]) - centre) / side, 0.0)
+        moved = valid[:, 1:] & valid[:, :-1]
+        velocity = torch.zeros_like(xy)
+        velocity[:, 1:] = torch.where(moved.unsqueeze(-1), xy[:, 1:] - xy[:, :-1], 0.0)
+        feats = torch.cat([xy, velocity, (score * valid).unsqueeze(-1)], dim=-1).flatten(-2)  # (B, T, K, P*5)
+        return torch.stack([mlp(feats[:, :, k]) for k, mlp in enumerate(self.mlps)], dim=2)

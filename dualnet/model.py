@@ -1,0 +1,149 @@
+"""Micro-DualNet: body-part entities through parallel spatial-temporal and temporal-spatial paths, routed per
+entity, with a mutual-consistency loss between the paths.
+
+    >>> import dualnet
+    >>> model = dualnet.MicroDualNet(dualnet.preset("tiny", num_classes=52))
+    >>> out = model(tubes=tubes, frames=frames, keypoints=keypoints, boxes=boxes)
+    >>> loss, parts = model.loss(out, labels)
+
+Inputs (B clips, T frames, K entities, S entity size, G global size, V keypoints):
+    tubes (B, T, K, 3, S, S) and frames (B, T, 3, G, G), uint8 or ImageNet-normalised float (rgb modalities);
+    keypoints (B, T, V, 3) x, y, score with NaN where absent, and boxes (B, T, K, 4) (pose modalities).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from dualnet.backbone import TSMResNet
+from dualnet.config import ModelConfig
+from dualnet.encoders import PoseEntityEncoder, VisualEntityEncoder, normalize_images
+from dualnet.entities import get_entity_set
+from dualnet.layouts import get_layout
+from dualnet.losses import mac_loss, total_loss
+from dualnet.paths import STPath, TSPath
+from dualnet.routing import EntityRouter, fuse
+
+
+@dataclass
+class DualNetOutput:
+    """What a forward pass returns."""
+
+    logits: torch.Tensor  # (B, num_classes)
+    coarse_logits: torch.Tensor | None  # (B, num_coarse) when the config has a coarse head
+    routing: torch.Tensor  # (B, K, 2): a_ST, a_TS per entity (fixed for path st / ts / average)
+    entity_st: torch.Tensor | None  # (B, K, D) time-pooled ST-path entity features (None for path=ts)
+    entity_ts: torch.Tensor | None  # (B, K, D) time-pooled TS-path entity features (None for path=st)
+    mac: torch.Tensor | None  # the MAC loss of this batch (None when off or only one path runs)
+
+
+class MicroDualNet(nn.Module):
+    """The model, built from a `ModelConfig` (see `dualnet.config.preset`)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        entities = get_entity_set(config.entity_set)
+        self.num_entities = k = len(entities)
+        d = config.dim
+        self.backbone: TSMResNet | None = None
+        if config.uses_rgb:
+            self.backbone = TSMResNet(config.backbone, config.shift_div)
+            if config.pretrained:
+                self.backbone.load_pretrained(config.pretrained)
+            self.visual = VisualEntityEncoder(self.backbone.feature_dim, d)
+        if config.uses_pose:
+            self.pose = PoseEntityEncoder(get_layout(config.layout), entities, d)
+        if config.uses_rgb and config.uses_pose:
+            self.fuse_modalities = nn.Linear(2 * d, d)
+        if config.position_embeddings:
+            self.entity_embedding = nn.Parameter(torch.randn(1, 1, k, d) * 0.02)
+            self.time_embedding = nn.Parameter(torch.randn(1, config.num_frames, 1, d) * 0.02)
+        args = (d, config.heads, config.depth, config.mlp_ratio, config.dropout)
+        self.st_path = STPath(*args)
+        self.ts_path = TSPath(*args)
+        self.router = EntityRouter(k, d)
+        if config.mac:
+            self.projector = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, config.mac_dim))
+        head_in = k * d + (self.backbone.feature_dim if self.backbone is not None else 0)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(head_in, config.num_classes)
+        self.coarse_head = nn.Linear(head_in, config.num_coarse) if config.num_coarse > 0 else None
+
+    # -- features ------------------------------------------------------------------------------------------------
+    def entity_features(self, tubes: torch.Tensor | None = None, keypoints: torch.Tensor | None = None,
+                        boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Entity features X (B, T, K, D): visual, pose, or both fused, with position embeddings."""
+        parts = []
+        if self.config.uses_rgb:
+            if tubes is None:
+                raise ValueError(f"modality {self.config.modality!r} needs tubes (B, T, K, 3, S, S)")
+            parts.append(self.visual(tubes, self.backbone))
+        if self.config.uses_pose:
+            if keypoints is None or boxes is None:
+                raise ValueError(f"modality {self.config.modality!r} needs keypoints (B, T, V, 3) and boxes")
+            parts.append(self.pose(keypoints, boxes))
+        x = self.fuse_modalities(torch.cat(parts, dim=-1)) if len(parts) == 2 else parts[0]
+        if self.config.position_embeddings:
+            t = x.shape[1]
+            if t > self.time_embedding.shape[1]:
+                raise ValueError(f"{t} frames, but the model was built for num_frames={self.config.num_frames}")
+            x = x + self.entity_embedding + self.time_embedding[:, :t]
+        return x
+
+    def global_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """f_CNN (B, C): the backbone on the global frames, pooled over space and time."""
+        b, t = frames.shape[:2]
+        maps = self.backbone.forward_features(rearrange(normalize_images(frames), "b t c h w -> (b t) c h w"), t)
+        return rearrange(maps.mean(dim=(2, 3)), "(b t) c -> b t c", b=b).mean(dim=1)
+
+    # -- forward -------------------------------------------------------------------------------------------------
+    def forward(self, tubes: torch.Tensor | None = None, frames: torch.Tensor | None = None,
+                keypoints: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
+                path: str | None = None) -> DualNetOutput:
+        """Classify a batch of clips. `path` overrides the config's path (st | ts | dual | average)."""
+        path = path or self.config.path
+        x = self.entity_features(tubes, keypoints, boxes)  # (B, T, K, D)
+        b, k = x.shape[0], x.shape[2]
+        x_st = self.st_path(x) if path != "ts" else None
+        x_ts = self.ts_path(x) if path != "st" else None
+        if path == "dual":
+            weights = self.router(x_st, x_ts, self.config.tau)
+        else:
+            fixed = {"st": (1.0, 0.0), "ts": (0.0, 1.0), "average": (0.5, 0.5)}[path]
+            weights = x.new_tensor(fixed).expand(b, k, 2)
+        if x_st is None:
+            fused = x_ts
+        elif x_ts is None:
+            fused = x_st
+        else:
+            fused = fuse(x_st, x_ts, weights)
+        pooled_st = x_st.mean(dim=1) if x_st is not None else None  # (B, K, D)
+        pooled_ts = x_ts.mean(dim=1) if x_ts is not None else None
+        mac = None
+        if self.config.mac and pooled_st is not None and pooled_ts is not None:
+            mac = mac_loss(self.projector(pooled_st), self.projector(pooled_ts), self.config.mac_temperature)
+        f_entity = fused.mean(dim=1).flatten(1)  # (B, K*D): entities keep their identity in the head
+        if self.backbone is not None:
+            if frames is None:
+                raise ValueError("rgb modalities need the global frames (B, T, 3, G, G)")
+            f_entity = torch.cat([self.global_features(frames), f_entity], dim=1)
+        h = self.dropout(f_entity)
+        return DualNetOutput(
+            logits=self.head(h),
+            coarse_logits=self.coarse_head(h) if self.coarse_head is not None else None,
+            routing=weights,
+            entity_st=pooled_st,
+            entity_ts=pooled_ts,
+            mac=mac,
+        )
+
+    def loss(self, out: DualNetOutput, labels: torch.Tensor, coarse_labels: torch.Tensor | None = None,
+             class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """``CE + lambda * MAC`` (+ the coarse head's CE); returns the total and its parts."""
+        return total_loss(out.logits, labels, out.mac, self.config.mac_lambda, out.coarse_logits, coarse_labels,
+                          self.config.coarse_weight, class_weights)
