@@ -25,10 +25,13 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	DEMO=$$($(VENV)/bin/dualnet demo-data) && \
+	DEMO=$$($(VENV)/bin/dualnet demo-data --csv $(STORE)/demo/clips.csv) && \
 	$(VENV)/bin/dualnet extract "$$DEMO" --store $(STORE) && \
 	$(VENV)/bin/dualnet tubes --store $(STORE) && \
 	$(VENV)/bin/dualnet show B1_nodding__0019_02_0078 --store $(STORE) && \
+	$(VENV)/bin/dualnet train --dataset csv --root $(STORE)/demo/clips.csv --store $(STORE) --preset tiny \
+		--epochs 10 --batch-size 3 --lr 0.003 && \
+	$(VENV)/bin/dualnet eval --dataset csv --root $(STORE)/demo/clips.csv --store $(STORE) && \
 	$(VENV)/bin/dualnet status --store $(STORE) && \
 	$(PY) -m pipelines.demo_summary --store $(STORE)
 

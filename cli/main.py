@@ -311,16 +311,193 @@ def show(
     print(path)
 
 
+def _load_index(dataset: str, root: Path, protocol: str, split: int):
+    from pipelines import datasets
+
+    if dataset == "ma52":
+        return datasets.ma52(root, protocol=protocol)
+    if dataset == "jhmdb":
+        return datasets.jhmdb(root, split)
+    if dataset not in datasets.ADAPTERS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(datasets.ADAPTERS)}")
+    return datasets.ADAPTERS[dataset](root)
+
+
+def _labelled(index, split: str, available: set[str], fine_to_coarse: bool, unlabelled: bool = False):
+    """The clips of one split that have tubes, as LabelledClips (the clip's source stem names its tubes).
+
+    With `unlabelled`, clips without a label (MA-52's test split) are kept with label -1."""
+    from pipelines.train import LabelledClips
+
+    clips = [c for c in index.split(split) if Path(c.source).stem in available]
+    if unlabelled:
+        return LabelledClips(tuple(Path(c.source).stem for c in clips),
+                             tuple(-1 if c.label is None else c.label for c in clips)) if clips else None
+    clips = [c for c in clips if c.label is not None]
+    if not clips:
+        return None
+    coarse = tuple(c.coarse for c in clips) if fine_to_coarse and all(c.coarse is not None for c in clips) else None
+    return LabelledClips(tuple(Path(c.source).stem for c in clips), tuple(c.label for c in clips), coarse)
+
+
+class RichTrainProgress:
+    """Draws `train`'s callbacks: a bar over optimiser steps with loss, lr and clips/s; a line per epoch."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.task, self.clips, self.started = progress, None, 0, 0.0
+
+    def start(self, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
+        import time
+
+        if start_epoch:
+            console.print(f"resuming at epoch {start_epoch}")
+        self.started = time.perf_counter()
+        self.task = self.progress.add_task("train", total=(epochs - start_epoch) * steps_per_epoch, info="")
+
+    def step(self, loss: float, lr: float, clips: int) -> None:
+        import time
+
+        self.clips += clips
+        rate = self.clips / max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(self.task, advance=1, info=f"loss {loss:.3f} lr {lr:.2e} {rate:.1f} clips/s")
+
+    def epoch(self, record: dict) -> None:
+        val = f", val top1 {100 * record['val_top1']:.1f}%" if "val_top1" in record else ""
+        self.progress.console.print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}{val}")
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="ma52 | imigue | jhmdb | pyskl | csv (clip labels and splits).")],
+    root: Annotated[Path, typer.Option(help="The dataset's list/CSV/annotations (as for `datasets show`).")],
+    store: StoreOption = Path("cache"),
+    preset: Annotated[str, typer.Option(help="Model preset: paper | r50 | small | tiny | pose | pose_tiny.")
+                      ] = "paper",
+    train_split: Annotated[str, typer.Option(help="Split to train on.")] = "train",
+    val_split: Annotated[str, typer.Option(help="Split to validate on ('' for none).")] = "val",
+    protocol: Annotated[str, typer.Option(help="ma52: official or subject.")] = "official",
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    optimizer: Annotated[str, typer.Option(help="adamw | sgd.")] = "adamw",
+    balance: Annotated[str, typer.Option(help="none | reweight | sample (long-tailed classes).")] = "reweight",
+    accumulate: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    tubes_frames: Annotated[int, typer.Option(help="Tubes of which --frames setting.")] = 16,
+    tubes_size: Annotated[int, typer.Option(help="Tubes of which --size setting.")] = 112,
+    entity_set: Annotated[str, typer.Option(help="k6 | k5.")] = "k6",
+) -> None:
+    """Train Micro-DualNet on cached tubes (resumes a killed run; a finished run is reused, not redone)."""
+    import dualnet
+    from pipelines.train import TrainParams
+    from pipelines.train import train as run_train
+    from pipelines.tubes import TubeParams, TubeSet
+
+    try:
+        index = _load_index(dataset, root, protocol, 1)
+        tubes = TubeSet(Store(store), TubeParams(frames=tubes_frames, size=tubes_size, entity_set=entity_set))
+        available = set(tubes.names())
+        train_clips = _labelled(index, train_split, available, True)
+        if train_clips is None:
+            fail(f"{root}: no labelled clip of split {train_split!r} has tubes in {store}")
+        val_clips = _labelled(index, val_split, available, True) if val_split else None
+        num_coarse = len(index.coarse_classes) if train_clips.coarse is not None else 0
+        config = dualnet.preset(preset, num_classes=len(index.classes), num_coarse=num_coarse,
+                                entity_set=entity_set, layout=tubes.load(train_clips.names[0])["meta"]["layout"])
+        params = TrainParams(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, balance=balance,
+                             accumulate=accumulate, seed=seed)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=err_console) as bar:
+            result = run_train(config, tubes, train_clips, val_clips, params, Store(store),
+                               RichTrainProgress(bar), num_workers=workers)
+    except (ValueError, KeyError) as e:
+        fail(str(e).strip("'\""))
+    except DualnetError as e:
+        fail(str(e))
+    verb = "already trained" if result.reused else f"trained {result.epochs_run} epoch(s)"
+    console.print(f"train [bold]{result.key}[/]: {verb} -> {result.run_dir}", highlight=False)
+
+
+@app.command("eval")
+def eval_(
+    dataset: Annotated[str, typer.Option(help="ma52 | imigue | jhmdb | pyskl | csv.")],
+    root: Annotated[Path, typer.Option(help="The dataset's list/CSV/annotations.")],
+    store: StoreOption = Path("cache"),
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: best.pt of the latest train run).")
+                          ] = None,
+    protocol: Annotated[str, typer.Option(help="ma52: official or subject.")] = "official",
+    submission: Annotated[bool, typer.Option("--submission", help="Also write the MA-52 test-server CSV; "
+                                                                  "unlabelled splits (MA-52 test) give only it.")
+                          ] = False,
+    tubes_frames: Annotated[int, typer.Option(help="Tubes of which --frames setting.")] = 16,
+    tubes_size: Annotated[int, typer.Option(help="Tubes of which --size setting.")] = 112,
+    entity_set: Annotated[str, typer.Option(help="k6 | k5.")] = "k6",
+) -> None:
+    """Evaluate a trained model: metrics (Top-1/5, F1, MA-52's F1_mean), per-class table, report, submission CSV."""
+    import numpy as np
+
+    from pipelines.evaluate import run_eval
+    from pipelines.tubes import TubeParams, TubeSet
+
+    try:
+        st = Store(store)
+        if checkpoint is None:
+            ref = st.refs().get("train")
+            if ref is None:
+                fail(f"{store}: no training run yet; pass --checkpoint")
+            checkpoint = st.stage("train", ref).path / "best.pt"
+        if not checkpoint.is_file():
+            fail(f"{checkpoint}: checkpoint not found")
+        index = _load_index(dataset, root, protocol, 1)
+        tubes = TubeSet(st, TubeParams(frames=tubes_frames, size=tubes_size, entity_set=entity_set))
+        available = set(tubes.names())
+        clips = _labelled(index, split, available, True, unlabelled=submission)
+        if clips is None:
+            fail(f"{root}: no clip of split {split!r} has tubes in {store}")
+        fine_to_coarse = None
+        if index.coarse_classes:
+            mapping = {c.label: c.coarse for c in index.clips if c.label is not None and c.coarse is not None}
+            fine_to_coarse = np.array([mapping.get(i, 0) for i in range(len(index.classes))])
+        by_stem = {Path(c.source).stem: Path(c.source).name for c in index.split(split)}
+        ids = [by_stem[n] for n in clips.names] if submission else None
+        out_dir = checkpoint.parent / f"eval-{split}"
+        if submission and all(label < 0 for label in clips.labels):
+            from pipelines.evaluate import predict_submission
+
+            path = predict_submission(checkpoint, tubes, clips, fine_to_coarse, ids, out_dir)
+            console.print(f"submission -> {path}", highlight=False)
+            return
+        result = run_eval(checkpoint, tubes, clips, index.classes, out_dir, index.coarse_classes or None,
+                          fine_to_coarse, ids)
+    except (ValueError, KeyError) as e:
+        fail(str(e).strip("'\""))
+    except DualnetError as e:
+        fail(str(e))
+    for key, value in result.metrics.items():
+        console.print(f"{key:>16}: {100 * value:6.2f}%", highlight=False)
+    if result.submission is not None:
+        console.print(f"submission -> {result.submission}", highlight=False)
+    console.print(f"report -> {result.report_html}", highlight=False)
+    print(result.report_html)
+
+
 @app.command("demo-data")
 def demo_data(
     dest: Annotated[Path, typer.Option(help="Where downloaded clips go.")] = Path("cache/demo/ma52"),
     offline: Annotated[bool, typer.Option(help="Do not try the network; use a local copy.")] = False,
+    csv: Annotated[Path | None, typer.Option(help="Also write a clips CSV (labels from the clip codes) here.")
+                   ] = None,
 ) -> None:
     """Get the 6 MA-52 sample clips (download with sha256 check, else a local copy); prints their folder."""
-    from pipelines.demo_data import fetch_demo_clips
+    from pipelines.demo_data import fetch_demo_clips, write_demo_csv
 
     try:
         folder, origin = fetch_demo_clips(dest, allow_download=not offline)
+        if csv is not None:
+            write_demo_csv(folder, csv)
     except DualnetError as e:
         fail(str(e))
     err_console.print(f"demo clips from {origin}", highlight=False)

@@ -107,3 +107,16 @@ def fetch_demo_clips(dest: str | Path = "cache/demo/ma52", allow_download: bool 
         verify_folder(local)
         return local, f"{network_note}local copy {local}"
     raise InputError(dest, f"{network_note}no local copy either: set ${DEMO_ENV} to a folder with the clips")
+
+
+def write_demo_csv(folder: Path, path: str | Path) -> Path:
+    """A generic-CSV dataset of the demo clips labelled by their MA-52 code (A1 ... B3), each in a train and a val
+    split (six clips cannot make a real held-out set: the demo shows the pipeline, not accuracy)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = ["path,label,split"]
+    for name in sorted(DEMO_CLIPS):
+        video = (Path(folder) / name).resolve()
+        rows += [f"{video},{name[:2]},train", f"{video},{name[:2]},val"]
+    path.write_text("\n".join(rows) + "\n")
+    return path

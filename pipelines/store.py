@@ -241,17 +241,38 @@ class StageOutput:
                     continue
         return names
 
+    def done_items(self, manifest: dict) -> list[str]:
+        """What counts as done: item folders; for packed stages the clips inside the packs; for a training run
+        its finished epochs."""
+        if manifest.get("packed"):
+            names: set[str] = set()
+            for pack in self.item_names():
+                try:
+                    names.update(c["name"] for c in read_json(self.items_dir / pack / "zarr.json")["attributes"]
+                                 ["clips"])
+                except (OSError, ValueError, KeyError):
+                    continue
+            return sorted(names)
+        if "epochs" in manifest:
+            history = self.path / "metrics.jsonl"
+            lines = history.read_text().splitlines() if history.exists() else []
+            return [f"epoch {i}" for i, line in enumerate(lines) if line.strip()]
+        return self.item_names()
+
     def summary(self, current: bool = False) -> StageSummary:
         manifest = self.manifest()
-        done = self.item_names()
+        done = self.done_items(manifest)
         failed = self.failures()
-        total = len(self.requested_items() | set(done))
+        if "epochs" in manifest:
+            total = int(manifest["epochs"])
+        else:
+            total = len(self.requested_items() | set(done))
         size = 0
         latest = (self.path / "stage.json").stat().st_mtime
         for base in (self.items_dir, self.runs_dir, self.failed_dir):
             if base.is_dir():
                 latest = max(latest, base.stat().st_mtime)
-        for dirpath, _, files in os.walk(self.items_dir):
+        for dirpath, _, files in os.walk(self.path if "epochs" in manifest else self.items_dir):
             for f in files:
                 size += os.stat(os.path.join(dirpath, f)).st_size
         updated = dt.datetime.fromtimestamp(latest, dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,302 @@
+"""The `train` stage: a Micro-DualNet trained on cached tubes (never video), resumable and content-hashed.
+
+The run directory ``<store>/train/<key>/`` holds ``last.pt`` (written atomically after every epoch: model,
+optimizer, scheduler, config, epoch, best metric, RNG states), ``best.pt`` (the best validation Top-1),
+``metrics.jsonl`` (one line per epoch) and ``done.json`` once the last epoch is in. The key hashes the model config,
+the training parameters, the tubes key and the labelled clip lists, so the same data + config + code is the same
+run, and a finished run is not redone. A killed run resumes from its last epoch with the RNG states it had, so it
+ends where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dualnet.config import ModelConfig
+from dualnet.entities import get_entity_set
+from dualnet.layouts import get_layout
+from dualnet.model import MicroDualNet
+from dualnet.transforms import hflip_clip
+from pipelines.hashing import stable_hash
+from pipelines.metrics import evaluate
+from pipelines.store import Shard, Store, write_json_atomic
+from pipelines.tubes import TubeSet
+
+STAGE = "train"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimisation and augmentation; all of it goes into the run's key."""
+
+    epochs: int = 30  # ours: the paper does not give its schedule
+    batch_size: int = 8
+    lr: float = 1e-3  # peak learning rate (AdamW); SGD users typically want 0.01
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"  # adamw | sgd (momentum 0.9, nesterov)
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    balance: str = "reweight"  # none | reweight (inverse-frequency CE weights) | sample (class-balanced sampling)
+    accumulate: int = 1  # gradient accumulation steps
+    flip: float = 0.5  # probability of a horizontal flip with left/right entity swap
+    keypoint_noise: float = 0.0  # std of Gaussian keypoint noise, in entity-box sides
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer {self.optimizer!r} is not adamw or sgd")
+        if self.balance not in ("none", "reweight", "sample"):
+            raise ValueError(f"balance {self.balance!r} is not none, reweight or sample")
+        if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
+            raise ValueError("epochs, batch_size and accumulate must be >= 1")
+
+
+@dataclass(frozen=True)
+class LabelledClips:
+    """Clip names (items of a TubeSet) with their labels, for one split."""
+
+    names: tuple[str, ...]
+    labels: tuple[int, ...]
+    coarse: tuple[int, ...] | None = None
+
+
+def segment_indices(available: int, count: int, train: bool, rng: np.random.Generator | None = None) -> np.ndarray:
+    """TSM segment sampling: `count` segments over `available` cached frames, a random frame in each (training) or
+    the centre of each (evaluation). Indices are in range and non-decreasing."""
+    edges = np.linspace(0, available, count + 1)
+    if train and rng is not None:
+        picks = edges[:-1] + rng.random(count) * (edges[1:] - edges[:-1])
+    else:
+        picks = (edges[:-1] + edges[1:]) / 2
+    return np.minimum(picks.astype(int), available - 1)
+
+
+class ClipDataset(Dataset):
+    """Samples of T frames from cached tubes, with augmentation in training.
+
+    Randomness comes from a generator seeded by (seed, epoch, index), so a sample is the same whichever worker
+    draws it and whether or not the run was resumed.
+    """
+
+    def __init__(self, tubes: TubeSet, clips: LabelledClips, config: ModelConfig, params: TrainParams,
+                 train: bool):
+        self.tubes, self.clips, self.config, self.params, self.train = tubes, clips, config, params, train
+        self.entities = get_entity_set(config.entity_set)
+        self.layout = get_layout(config.layout)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.clips.names)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.params.seed, self.epoch, i])
+        a = self.tubes.load(self.clips.names[i])
+        idx = segment_indices(len(a["frame_index"]), self.config.num_frames, self.train, rng)
+        tubes, frames, keypoints, boxes = a["tubes"][idx], a["frames"][idx], a["keypoints"][idx], a["boxes"][idx]
+        if self.train and rng.random() < self.params.flip:
+            tubes, boxes, keypoints, frames = hflip_clip(tubes, boxes, keypoints, a["meta"]["width"], self.entities,
+                                                         self.layout, frames)
+        if self.train and self.params.keypoint_noise > 0:
+            side = float(np.median(boxes[..., 2] - boxes[..., 0]))
+            keypoints = keypoints.copy()
+            keypoints[..., :2] += rng.normal(0, self.params.keypoint_noise * side, keypoints[..., :2].shape)
+        item = {"tubes": torch.from_numpy(np.ascontiguousarray(tubes)),
+                "frames": torch.from_numpy(np.ascontiguousarray(frames)),
+                "keypoints": torch.from_numpy(np.ascontiguousarray(keypoints)).float(),
+                "boxes": torch.from_numpy(np.ascontiguousarray(boxes)).float(),
+                "label": torch.tensor(self.clips.labels[i])}
+        if self.clips.coarse is not None:
+            item["coarse"] = torch.tensor(self.clips.coarse[i])
+        return item
+
+
+def run_key(config: ModelConfig, params: TrainParams, tubes: TubeSet, train: LabelledClips,
+            val: LabelledClips | None) -> str:
+    return stable_hash({"stage": STAGE, "version": VERSION, "model": asdict(config), "params": asdict(params),
+                        "inputs": {"tubes": tubes.output.key},
+                        "data": [asdict(train), asdict(val) if val is not None else None]})
+
+
+def _schedule(optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int):
+    total = max(1, params.epochs * steps_per_epoch)
+    warmup = max(1, int(params.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _batch_to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model: MicroDualNet, loader: DataLoader, device: torch.device) -> dict[str, np.ndarray]:
+    """Scores, labels and routing weights of every clip the loader yields (evaluation mode)."""
+    model.eval()
+    out: dict[str, list] = {"scores": [], "labels": [], "routing": [], "coarse_scores": [], "coarse": []}
+    for batch in loader:
+        batch = _batch_to(batch, device)
+        result = model(tubes=batch["tubes"], frames=batch["frames"], keypoints=batch["keypoints"],
+                       boxes=batch["boxes"])
+        out["scores"].append(result.logits.float().cpu())
+        out["labels"].append(batch["label"].cpu())
+        out["routing"].append(result.routing.float().cpu())
+        if result.coarse_logits is not None and "coarse" in batch:
+            out["coarse_scores"].append(result.coarse_logits.float().cpu())
+            out["coarse"].append(batch["coarse"].cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items() if v}
+
+
+class TrainProgress:
+    """Callbacks of `train` (the CLI draws them with Rich)."""
+
+    def start(self, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
+        """Training from `start_epoch` (> 0 when resumed)."""
+
+    def step(self, loss: float, lr: float, clips: int) -> None:
+        """One optimiser step over `clips` clips."""
+
+    def epoch(self, record: dict) -> None:
+        """An epoch's metrics are in."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    key: str
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+    reused: bool = False  # the run had already finished: nothing was trained
+
+
+def train(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips, val_clips: LabelledClips | None = None,
+          params: TrainParams = TrainParams(), store: Store | str | Path | None = None,
+          progress: TrainProgress | None = None, device: str | None = None, num_workers: int = 0) -> TrainResult:
+    """Train (or resume, or reuse) the run that `config`, `params` and the data define."""
+    store = store if isinstance(store, Store) else Store(store if store is not None else tubes.store.root)
+    progress = progress or TrainProgress()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    key = run_key(config, params, tubes, train_clips, val_clips)
+    output = store.stage(STAGE, key)
+    run_dir = output.path
+    with store.lock(Shard()):
+        model_summary = (f"{config.backbone} {config.modality} path={config.path} D={config.dim} "
+                         f"T={config.num_frames} K={len(get_entity_set(config.entity_set))} classes={config.num_classes}")
+        output.prepare({"stage": STAGE, "version": VERSION, "params": {**asdict(params), "model": model_summary},
+                        "model": asdict(config), "epochs": params.epochs, "inputs": {"tubes": tubes.output.key}},
+                       Shard())
+        output.finish(Shard())
+        store.set_ref(STAGE, key, asdict(params))
+        history_path = run_dir / "metrics.jsonl"
+        if (run_dir / "done.json").exists():
+            history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
+            return TrainResult(run_dir, key, 0, history, reused=True)
+
+        torch.manual_seed(params.seed)
+        model = MicroDualNet(config).to(dev)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if params.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(trainable, lr=params.lr, momentum=0.9, nesterov=True,
+                                        weight_decay=params.weight_decay)
+        train_set = ClipDataset(tubes, train_clips, config, params, train=True)
+        steps_per_epoch = math.ceil(len(train_set) / params.batch_size / params.accumulate)
+        scheduler = _schedule(optimizer, params, steps_per_epoch)
+        counts = np.bincount(train_clips.labels, minlength=config.num_classes).astype(np.float64)
+        class_weights = None
+        if params.balance == "reweight":
+            weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
+            class_weights = torch.tensor(weights, dtype=torch.float32, device=dev)
+        start_epoch, best, history = 0, -1.0, []
+        last = run_dir / "last.pt"
+        if last.exists():
+            state = torch.load(last, map_location=dev, weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, best = state["epoch"] + 1, state["best"]
+            torch.set_rng_state(state["rng"]["torch"])
+            history = [json.loads(line) for line in history_path.read_text().splitlines()
+                       if line.strip()][:start_epoch] if history_path.exists() else []
+            history_path.write_text("".join(json.dumps(h) + "\n" for h in history))  # drop a half-epoch's line
+        progress.start(params.epochs, start_epoch, steps_per_epoch)
+        val_loader = None
+        if val_clips is not None and len(val_clips.names):
+            val_loader = DataLoader(ClipDataset(tubes, val_clips, config, params, train=False),
+                                    batch_size=params.batch_size, num_workers=num_workers)
+        for epoch in range(start_epoch, params.epochs):
+            train_set.epoch = epoch
+            order = torch.Generator().manual_seed(params.seed * 100_003 + epoch)
+            if params.balance == "sample":
+                per_clip = 1.0 / counts[np.asarray(train_clips.labels)]
+                sampler = torch.utils.data.WeightedRandomSampler(per_clip, len(train_set), generator=order)
+                loader = DataLoader(train_set, batch_size=params.batch_size, sampler=sampler, num_workers=num_workers)
+            else:
+                loader = DataLoader(train_set, batch_size=params.batch_size, shuffle=True, generator=order,
+                                    num_workers=num_workers)
+            model.train()
+            started, seen, losses = time.perf_counter(), 0, []
+            optimizer.zero_grad(set_to_none=True)
+            for i, batch in enumerate(loader):
+                batch = _batch_to(batch, dev)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                    out = model(tubes=batch["tubes"], frames=batch["frames"], keypoints=batch["keypoints"],
+                                boxes=batch["boxes"])
+                    loss, _ = model.loss(out, batch["label"], batch.get("coarse"), class_weights)
+                (loss / params.accumulate).backward()
+                if (i + 1) % params.accumulate == 0 or i + 1 == len(loader):
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                seen += len(batch["label"])
+                losses.append(float(loss.detach()))
+                progress.step(losses[-1], scheduler.get_last_lr()[0], len(batch["label"]))
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
+                      "clips_per_s": seen / max(time.perf_counter() - started, 1e-9)}
+            if val_loader is not None:
+                pred = predict(model, val_loader, dev)
+                record.update({f"val_{k}": v for k, v in evaluate(pred["scores"], pred["labels"]).items()})
+            history.append(record)
+            with open(history_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            metric = record.get("val_top1", -record["train_loss"])
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "config": asdict(config), "params": asdict(params),
+                     "epoch": epoch, "best": max(best, metric), "rng": {"torch": torch.get_rng_state()}}
+            if metric > best:
+                best = metric
+                _atomic_save(state, run_dir / "best.pt")
+            _atomic_save(state, last)
+            progress.epoch(record)
+        write_json_atomic(run_dir / "done.json", {"epochs": params.epochs, "best": best})
+        return TrainResult(run_dir, key, params.epochs - start_epoch, history)
+
+
+def load_model(checkpoint: str | Path, device: str = "cpu") -> MicroDualNet:
+    """A model from a checkpoint this stage wrote (its config travels with it)."""
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    model = MicroDualNet(ModelConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()

@@ -1,0 +1,128 @@
+"""Training and evaluation on the real MA-52 sample tubes (tiny preset, CPU): sampling, a full run, reuse, resume
+after SIGKILL to the same end, and the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import dualnet
+from conftest import MA52_VIDEOS, REPO, requires_shared, run_cli
+from pipelines.train import LabelledClips, TrainParams, load_model, segment_indices, train
+from pipelines.tubes import TubeSet
+
+pytestmark = requires_shared
+EPOCHS = 6
+
+
+@given(st.integers(1, 64), st.integers(1, 16), st.integers(0, 2**32 - 1))
+def test_segment_indices_in_range_and_ordered(available, count, seed):
+    for train_mode in (True, False):
+        idx = segment_indices(available, count, train_mode, np.random.default_rng(seed))
+        assert len(idx) == count and idx.min() >= 0 and idx.max() < available
+        assert (np.diff(idx) >= 0).all()
+    assert segment_indices(16, 8, False).tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
+
+
+@pytest.fixture(scope="module")
+def demo_csv(tmp_path_factory):
+    """The 6 sample clips labelled by their MA-52 code (A1..B3), in both a train and a val split."""
+    path = tmp_path_factory.mktemp("data") / "clips.csv"
+    rows = ["path,label,split"]
+    for video in sorted(MA52_VIDEOS.glob("*.mp4")):
+        rows += [f"{video},{video.name[:2]},train", f"{video},{video.name[:2]},val"]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _clips(tubes: TubeSet) -> LabelledClips:
+    names = tuple(tubes.names())
+    return LabelledClips(names, tuple(range(len(names))))
+
+
+def test_train_then_reuse(ma52_tubes, tmp_path):
+    shutil.copytree(ma52_tubes.store.root, tmp_path / "store")
+    tubes = TubeSet(tmp_path / "store")
+    config = dualnet.preset("tiny", num_classes=6)
+    params = TrainParams(epochs=3, batch_size=3, lr=3e-3)
+    result = train(config, tubes, _clips(tubes), _clips(tubes), params)
+    assert result.epochs_run == 3 and len(result.history) == 3 and not result.reused
+    assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_top1"] <= 1 for h in result.history)
+    assert {"last.pt", "best.pt", "metrics.jsonl", "done.json"} <= {p.name for p in result.run_dir.iterdir()}
+    again = train(config, tubes, _clips(tubes), _clips(tubes), params)
+    assert again.reused and again.epochs_run == 0 and again.history == result.history
+    model = load_model(result.run_dir / "best.pt")
+    assert isinstance(model, dualnet.MicroDualNet) and model.config == config
+
+
+def _train_cmd(store, csv) -> list[str]:
+    return [sys.executable, "-m", "cli", "train", "--dataset", "csv", "--root", str(csv), "--store", str(store),
+            "--preset", "tiny", "--epochs", str(EPOCHS), "--batch-size", "3", "--lr", "0.003"]
+
+
+def test_killed_training_resumes_to_the_same_end(ma52_tubes, demo_csv, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(ma52_tubes.store.root, tmp_path / name)
+    whole = subprocess.run(_train_cmd(tmp_path / "a", demo_csv), cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen(_train_cmd(tmp_path / "b", demo_csv), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            history = list((tmp_path / "b" / "train").glob("*/metrics.jsonl"))
+            if history and len(history[0].read_text().splitlines()) >= 2:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    run_b = history[0].parent
+    assert not (run_b / "done.json").exists()
+    resumed = run_cli(*_train_cmd(tmp_path / "b", demo_csv)[3:])
+    assert resumed.returncode == 0 and "resuming at epoch" in resumed.stdout, resumed.stderr
+    run_a = next((tmp_path / "a" / "train").glob("*/metrics.jsonl")).parent
+    assert run_a.name == run_b.name  # same data + config + code = same key
+    lines_a = [json.loads(x) for x in (run_a / "metrics.jsonl").read_text().splitlines()]
+    lines_b = [json.loads(x) for x in (run_b / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines_a) == len(lines_b) == EPOCHS
+    for a, b in zip(lines_a, lines_b, strict=True):
+        for key in ("epoch", "train_loss", "lr", "val_top1", "val_f1_macro"):
+            assert a[key] == b[key], key
+    state_a = torch.load(run_a / "last.pt", weights_only=False)["model"]
+    state_b = torch.load(run_b / "last.pt", weights_only=False)["model"]
+    for key in state_a:
+        torch.testing.assert_close(state_a[key], state_b[key], rtol=0, atol=0)
+
+
+def test_eval_writes_every_report_section(ma52_tubes, demo_csv, tmp_path):
+    shutil.copytree(ma52_tubes.store.root, tmp_path / "store")
+    trained = run_cli("train", "--dataset", "csv", "--root", str(demo_csv), "--store", str(tmp_path / "store"),
+                      "--preset", "tiny", "--epochs", "2", "--batch-size", "3")
+    assert trained.returncode == 0, trained.stderr
+    result = run_cli("eval", "--dataset", "csv", "--root", str(demo_csv), "--store", str(tmp_path / "store"))
+    assert result.returncode == 0, result.stderr
+    report = result.stdout.strip().splitlines()[-1]
+    html = open(report).read()
+    for section in ("Metrics", "Training curves", "Confusion matrix", "Per-class F1", "Routing: ST vs TS",
+                    "Per-class precision / recall / F1"):
+        assert section in html, section
+    assert html.count("data:image/png;base64,") == 4
+    metrics = json.loads(open(report.replace("report.html", "metrics.json")).read())
+    assert {"top1", "top5", "f1_micro", "f1_macro"} <= set(metrics)
+    missing = run_cli("eval", "--dataset", "csv", "--root", str(demo_csv), "--store", str(tmp_path / "store"),
+                      "--checkpoint", str(tmp_path / "nope.pt"))
+    assert missing.returncode == 2 and "nope.pt: checkpoint not found" in missing.stderr
