@@ -201,8 +201,9 @@ def train(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips, val_c
     output = store.stage(STAGE, key)
     run_dir = output.path
     with store.lock(Shard()):
+        k = len(get_entity_set(config.entity_set))
         model_summary = (f"{config.backbone} {config.modality} path={config.path} D={config.dim} "
-                         f"T={config.num_frames} K={len(get_entity_set(config.entity_set))} classes={config.num_classes}")
+                         f"T={config.num_frames} K={k} classes={config.num_classes}")
         output.prepare({"stage": STAGE, "version": VERSION, "params": {**asdict(params), "model": model_summary},
                         "model": asdict(config), "epochs": params.epochs, "inputs": {"tubes": tubes.output.key}},
                        Shard())
