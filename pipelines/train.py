@@ -138,6 +138,28 @@ def _schedule(optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_e
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun (initialising the process group once), else (0, 1)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def _atomic_save(obj: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
@@ -195,11 +217,18 @@ def train(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips, val_c
           progress: TrainProgress | None = None, device: str | None = None, num_workers: int = 0) -> TrainResult:
     """Train (or resume, or reuse) the run that `config`, `params` and the data define."""
     store = store if isinstance(store, Store) else Store(store if store is not None else tubes.store.root)
-    progress = progress or TrainProgress()
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world = _distributed()
+    progress = progress if progress is not None and rank == 0 else TrainProgress()
+    if device is None:
+        device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
     key = run_key(config, params, tubes, train_clips, val_clips)
     output = store.stage(STAGE, key)
     run_dir = output.path
+    if rank > 0:  # only rank 0 takes the store lock and writes; the others follow it
+        _barrier(world)
+        return _train_loop(config, tubes, train_clips, val_clips, params, run_dir, progress, dev, num_workers,
+                           rank, world, key)
     with store.lock(Shard()):
         k = len(get_entity_set(config.entity_set))
         model_summary = (f"{config.backbone} {config.modality} path={config.path} D={config.dim} "
@@ -209,90 +238,113 @@ def train(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips, val_c
                        Shard())
         output.finish(Shard())
         store.set_ref(STAGE, key, asdict(params))
-        history_path = run_dir / "metrics.jsonl"
-        if (run_dir / "done.json").exists():
-            history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
-            return TrainResult(run_dir, key, 0, history, reused=True)
+        _barrier(world)
+        return _train_loop(config, tubes, train_clips, val_clips, params, run_dir, progress, dev, num_workers,
+                           rank, world, key)
 
-        torch.manual_seed(params.seed)
-        model = MicroDualNet(config).to(dev)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        if params.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-        else:
-            optimizer = torch.optim.SGD(trainable, lr=params.lr, momentum=0.9, nesterov=True,
-                                        weight_decay=params.weight_decay)
-        train_set = ClipDataset(tubes, train_clips, config, params, train=True)
-        steps_per_epoch = math.ceil(len(train_set) / params.batch_size / params.accumulate)
-        scheduler = _schedule(optimizer, params, steps_per_epoch)
-        counts = np.bincount(train_clips.labels, minlength=config.num_classes).astype(np.float64)
-        class_weights = None
-        if params.balance == "reweight":
-            weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
-            class_weights = torch.tensor(weights, dtype=torch.float32, device=dev)
-        start_epoch, best, history = 0, -1.0, []
-        last = run_dir / "last.pt"
-        if last.exists():
-            state = torch.load(last, map_location=dev, weights_only=False)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_epoch, best = state["epoch"] + 1, state["best"]
-            torch.set_rng_state(state["rng"]["torch"])
-            history = [json.loads(line) for line in history_path.read_text().splitlines()
-                       if line.strip()][:start_epoch] if history_path.exists() else []
+
+def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips, val_clips: LabelledClips | None,
+                params: TrainParams, run_dir: Path, progress: TrainProgress, dev: torch.device, num_workers: int,
+                rank: int, world: int, key: str) -> TrainResult:
+    """The epochs themselves; every rank runs it, rank 0 alone writes."""
+    history_path = run_dir / "metrics.jsonl"
+    if (run_dir / "done.json").exists():
+        history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
+        return TrainResult(run_dir, key, 0, history, reused=True)
+    torch.manual_seed(params.seed)
+    model = MicroDualNet(config).to(dev)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda"
+                                                        else None)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if params.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(trainable, lr=params.lr, momentum=0.9, nesterov=True,
+                                    weight_decay=params.weight_decay)
+    train_set = ClipDataset(tubes, train_clips, config, params, train=True)
+    steps_per_epoch = math.ceil(len(train_set) / world / params.batch_size / params.accumulate)
+    scheduler = _schedule(optimizer, params, steps_per_epoch)
+    counts = np.bincount(train_clips.labels, minlength=config.num_classes).astype(np.float64)
+    class_weights = None
+    if params.balance == "reweight":
+        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
+        class_weights = torch.tensor(weights, dtype=torch.float32, device=dev)
+    start_epoch, best, history = 0, -1.0, []
+    last = run_dir / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best = state["epoch"] + 1, state["best"]
+        torch.set_rng_state(state["rng"]["torch"])
+        history = [json.loads(line) for line in history_path.read_text().splitlines()
+                   if line.strip()][:start_epoch] if history_path.exists() else []
+        if rank == 0:
             history_path.write_text("".join(json.dumps(h) + "\n" for h in history))  # drop a half-epoch's line
-        progress.start(params.epochs, start_epoch, steps_per_epoch)
-        val_loader = None
-        if val_clips is not None and len(val_clips.names):
-            val_loader = DataLoader(ClipDataset(tubes, val_clips, config, params, train=False),
-                                    batch_size=params.batch_size, num_workers=num_workers)
-        for epoch in range(start_epoch, params.epochs):
-            train_set.epoch = epoch
-            order = torch.Generator().manual_seed(params.seed * 100_003 + epoch)
-            if params.balance == "sample":
-                per_clip = 1.0 / counts[np.asarray(train_clips.labels)]
-                sampler = torch.utils.data.WeightedRandomSampler(per_clip, len(train_set), generator=order)
-                loader = DataLoader(train_set, batch_size=params.batch_size, sampler=sampler, num_workers=num_workers)
-            else:
-                loader = DataLoader(train_set, batch_size=params.batch_size, shuffle=True, generator=order,
-                                    num_workers=num_workers)
-            model.train()
-            started, seen, losses = time.perf_counter(), 0, []
-            optimizer.zero_grad(set_to_none=True)
-            for i, batch in enumerate(loader):
-                batch = _batch_to(batch, dev)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    out = model(tubes=batch["tubes"], frames=batch["frames"], keypoints=batch["keypoints"],
-                                boxes=batch["boxes"])
-                    loss, _ = model.loss(out, batch["label"], batch.get("coarse"), class_weights)
-                (loss / params.accumulate).backward()
-                if (i + 1) % params.accumulate == 0 or i + 1 == len(loader):
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                seen += len(batch["label"])
-                losses.append(float(loss.detach()))
-                progress.step(losses[-1], scheduler.get_last_lr()[0], len(batch["label"]))
-            record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
-                      "clips_per_s": seen / max(time.perf_counter() - started, 1e-9)}
-            if val_loader is not None:
-                pred = predict(model, val_loader, dev)
-                record.update({f"val_{k}": v for k, v in evaluate(pred["scores"], pred["labels"]).items()})
-            history.append(record)
-            with open(history_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            metric = record.get("val_top1", -record["train_loss"])
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "config": asdict(config), "params": asdict(params),
-                     "epoch": epoch, "best": max(best, metric), "rng": {"torch": torch.get_rng_state()}}
-            if metric > best:
-                best = metric
-                _atomic_save(state, run_dir / "best.pt")
-            _atomic_save(state, last)
-            progress.epoch(record)
+    progress.start(params.epochs, start_epoch, steps_per_epoch)
+    val_loader = None
+    if val_clips is not None and len(val_clips.names):
+        val_loader = DataLoader(ClipDataset(tubes, val_clips, config, params, train=False),
+                                batch_size=params.batch_size, num_workers=num_workers)
+    for epoch in range(start_epoch, params.epochs):
+        train_set.epoch = epoch
+        order = torch.Generator().manual_seed(params.seed * 100_003 + epoch)
+        if world > 1:  # each rank a disjoint 1/world of the (shuffled) clips
+            sampler = torch.utils.data.DistributedSampler(train_set, world, rank, shuffle=True,
+                                                          seed=params.seed)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(train_set, batch_size=params.batch_size, sampler=sampler, num_workers=num_workers)
+        elif params.balance == "sample":
+            per_clip = 1.0 / counts[np.asarray(train_clips.labels)]
+            sampler = torch.utils.data.WeightedRandomSampler(per_clip, len(train_set), generator=order)
+            loader = DataLoader(train_set, batch_size=params.batch_size, sampler=sampler, num_workers=num_workers)
+        else:
+            loader = DataLoader(train_set, batch_size=params.batch_size, shuffle=True, generator=order,
+                                num_workers=num_workers)
+        model.train()
+        started, seen, losses = time.perf_counter(), 0, []
+        optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(loader):
+            batch = _batch_to(batch, dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                out = net(tubes=batch["tubes"], frames=batch["frames"], keypoints=batch["keypoints"],
+                          boxes=batch["boxes"])
+                loss, _ = model.loss(out, batch["label"], batch.get("coarse"), class_weights)
+            (loss / params.accumulate).backward()
+            if (i + 1) % params.accumulate == 0 or i + 1 == len(loader):
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+            seen += len(batch["label"])
+            losses.append(float(loss.detach()))
+            progress.step(losses[-1], scheduler.get_last_lr()[0], len(batch["label"]))
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
+                  "clips_per_s": world * seen / max(time.perf_counter() - started, 1e-9)}
+        if rank > 0:
+            _barrier(world)  # rank 0 validates and writes the checkpoint
+            continue
+        if val_loader is not None:
+            pred = predict(model, val_loader, dev)
+            record.update({f"val_{k}": v for k, v in evaluate(pred["scores"], pred["labels"]).items()})
+        history.append(record)
+        with open(history_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        metric = record.get("val_top1", -record["train_loss"])
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "config": asdict(config), "params": asdict(params),
+                 "epoch": epoch, "best": max(best, metric), "rng": {"torch": torch.get_rng_state()}}
+        if metric > best:
+            best = metric
+            _atomic_save(state, run_dir / "best.pt")
+        _atomic_save(state, last)
+        progress.epoch(record)
+        _barrier(world)
+    if rank == 0:
         write_json_atomic(run_dir / "done.json", {"epochs": params.epochs, "best": best})
-        return TrainResult(run_dir, key, params.epochs - start_epoch, history)
+    return TrainResult(run_dir, key, params.epochs - start_epoch, history)
 
 
 def load_model(checkpoint: str | Path, device: str = "cpu") -> MicroDualNet:

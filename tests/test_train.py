@@ -4,6 +4,7 @@ after SIGKILL to the same end, and the report."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -126,3 +127,27 @@ def test_eval_writes_every_report_section(ma52_tubes, demo_csv, tmp_path):
     missing = run_cli("eval", "--dataset", "csv", "--root", str(demo_csv), "--store", str(tmp_path / "store"),
                       "--checkpoint", str(tmp_path / "nope.pt"))
     assert missing.returncode == 2 and "nope.pt: checkpoint not found" in missing.stderr
+
+
+def test_torchrun_two_processes_gloo_gives_a_loadable_checkpoint(ma52_tubes, demo_csv, tmp_path):
+    shutil.copytree(ma52_tubes.store.root, tmp_path / "store")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cli",
+           "train", "--dataset", "csv", "--root", str(demo_csv), "--store", str(tmp_path / "store"), "--preset",
+           "tiny", "--epochs", "2", "--batch-size", "2"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "store" / "train").glob("*/done.json"))
+    assert len(runs) == 1
+    lines = (runs[0].parent / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # one writer: rank 0
+    model = load_model(runs[0].parent / "best.pt")  # a plain single-process model, no DDP prefixes
+    out = model(**{k: v.unsqueeze(0) for k, v in _one_clip(ma52_tubes, model.config).items()})
+    assert out.logits.shape == (1, 6) and torch.isfinite(out.logits).all()
+
+
+def _one_clip(tubes: TubeSet, config) -> dict:
+    from pipelines.train import ClipDataset
+
+    item = ClipDataset(tubes, _clips(tubes), config, TrainParams(), train=False)[0]
+    return {k: item[k] for k in ("tubes", "frames", "keypoints", "boxes")}
