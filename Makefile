@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 STORE ?= cache
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench lint
+.PHONY: setup test demo bench bench-jhmdb lint
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_extract.py --out bench/results/extract.json
 	$(PY) bench/bench_tubes.py --out bench/results/tubes.json
+
+bench-jhmdb: $(STAMP)
+	$(PY) bench/bench_jhmdb.py --out bench/results/jhmdb.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dualnet pipelines cli tests bench

@@ -54,10 +54,15 @@ class PoseEntityEncoder(nn.Module):
     """Each entity's keypoints, centred and scaled by the entity box, with velocities, through an MLP to D.
 
     Per point: x, y relative to the box centre in box sides, their change since the previous frame, and the score;
-    missing points are zeros (and masked out of the velocities). One MLP per entity (its points differ).
+    missing points are zeros (and masked out of the velocities). Per entity, ours: where its box is and how it
+    moves, relative to the person (box centre minus the mean centre of all entity boxes, in mean box sides; log of
+    its side over the mean side; their changes since the previous frame): centring each entity on its own box
+    would otherwise hide where a hand is relative to the head, which is what several micro-actions are. One MLP
+    per entity (its points differ).
     """
 
     FEATURES = 5  # x, y, vx, vy, score
+    BOX_FEATURES = 5  # cx, cy, log side (relative to the person), vx, vy
 
     def __init__(self, layout: Layout, entities: tuple[Entity, ...], dim: int, hidden: int | None = None):
         super().__init__()
@@ -72,7 +77,8 @@ class PoseEntityEncoder(nn.Module):
         self.register_buffer("mask", torch.from_numpy(mask), persistent=False)  # (K, P)
         hidden = hidden or 2 * dim
         self.mlps = nn.ModuleList(
-            nn.Sequential(nn.Linear(points * self.FEATURES, hidden), nn.GELU(), nn.Linear(hidden, dim))
+            nn.Sequential(nn.Linear(points * self.FEATURES + self.BOX_FEATURES, hidden), nn.GELU(),
+                          nn.Linear(hidden, dim))
             for _ in entities)
 
     def forward(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -87,4 +93,16 @@ class PoseEntityEncoder(nn.Module):
         velocity = torch.zeros_like(xy)
         velocity[:, 1:] = torch.where(moved.unsqueeze(-1), xy[:, 1:] - xy[:, :-1], 0.0)
         feats = torch.cat([xy, velocity, (score * valid).unsqueeze(-1)], dim=-1).flatten(-2)  # (B, T, K, P*5)
+        feats = torch.cat([feats, self.box_features(boxes)], dim=-1)  # (B, T, K, P*5 + 5)
         return torch.stack([mlp(feats[:, :, k]) for k, mlp in enumerate(self.mlps)], dim=2)
+
+    @staticmethod
+    def box_features(boxes: torch.Tensor) -> torch.Tensor:
+        """boxes (B, T, K, 4) -> (B, T, K, 5): centre and log side relative to the person, and the centre's motion."""
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (B, T, K, 2)
+        side = (boxes[..., 2:3] - boxes[..., 0:1]).clamp_min(1e-6)  # (B, T, K, 1)
+        ref_side = side.mean(dim=2, keepdim=True)
+        rel = (centre - centre.mean(dim=2, keepdim=True)) / ref_side
+        motion = torch.zeros_like(rel)
+        motion[:, 1:] = rel[:, 1:] - rel[:, :-1]
+        return torch.cat([rel, torch.log(side / ref_side), motion], dim=-1)

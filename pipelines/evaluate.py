@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
+from dualnet.entities import get_entity_set
 from pipelines.metrics import coarse_from_fine, evaluate, per_class, write_submission
 from pipelines.report import plot_confusion, plot_curves, plot_per_class_f1, plot_routing, write_report
-from pipelines.train import ClipDataset, LabelledClips, TrainParams, load_model, predict
+from pipelines.train import LabelledClips, TrainParams, load_model, make_dataset, predict
 from pipelines.tubes import TubeSet
 
 
@@ -36,7 +37,7 @@ def run_eval(checkpoint: str | Path, tubes: TubeSet, clips: LabelledClips, class
     """
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint)
-    loader = DataLoader(ClipDataset(tubes, clips, model.config, TrainParams(), train=False), batch_size=batch_size)
+    loader = DataLoader(make_dataset(tubes, clips, model.config, TrainParams(), train=False), batch_size=batch_size)
     pred = predict(model, loader, next(model.parameters()).device)
     scores, labels = pred["scores"], pred["labels"]
     coarse_scores = pred.get("coarse_scores")
@@ -52,7 +53,7 @@ def run_eval(checkpoint: str | Path, tubes: TubeSet, clips: LabelledClips, class
     history_file = checkpoint.parent / "metrics.jsonl"
     history = [json.loads(x) for x in history_file.read_text().splitlines() if x.strip()] \
         if history_file.exists() else []
-    entities = tubes.entities
+    entities = [e.name for e in get_entity_set(model.config.entity_set)]
     figures = {"Training curves": plot_curves(history, out_dir / "curves.png"),
                "Confusion matrix": plot_confusion(labels, scores.argmax(1), classes, out_dir / "confusion.png"),
                "Per-class F1": plot_per_class_f1(table, out_dir / "per_class_f1.png"),
@@ -75,7 +76,7 @@ def predict_submission(checkpoint: str | Path, tubes: TubeSet, clips: LabelledCl
                        video_ids: list[str], out_dir: Path, batch_size: int = 8) -> Path:
     """Only the MA-52 submission CSV, for a split whose labels are hidden."""
     model = load_model(checkpoint)
-    loader = DataLoader(ClipDataset(tubes, clips, model.config, TrainParams(), train=False), batch_size=batch_size)
+    loader = DataLoader(make_dataset(tubes, clips, model.config, TrainParams(), train=False), batch_size=batch_size)
     pred = predict(model, loader, next(model.parameters()).device)
     coarse = pred.get("coarse_scores")
     if coarse is None:

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dualnet.config import ModelConfig
-from dualnet.entities import get_entity_set
+from dualnet.entities import flip_order, get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
 from dualnet.transforms import hflip_clip
@@ -119,10 +119,60 @@ class ClipDataset(Dataset):
         return item
 
 
+class KeypointClipDataset(Dataset):
+    """Pose-only samples straight from a keypoint output (no tubes, no video): entity boxes are computed from the
+    keypoints, T frames drawn by TSM segment sampling, flips mirror the keypoints and swap left and right."""
+
+    def __init__(self, keypoints, clips: LabelledClips, config: ModelConfig, params: TrainParams, train: bool):
+        from dualnet.entities import entity_boxes
+
+        self.clips, self.config, self.params, self.train = clips, config, params, train
+        self.entities = get_entity_set(config.entity_set)
+        self.layout = get_layout(config.layout)
+        self.epoch = 0
+        self.items = []  # keypoints are small: load once, boxes once
+        for name in clips.names:
+            clip = keypoints.load(name)
+            kp = clip.keypoints.astype(np.float64)
+            boxes, _ = entity_boxes(kp, self.layout, self.entities, (clip.width or 1, clip.height or 1))
+            self.items.append((kp.astype(np.float32), boxes.astype(np.float32)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.params.seed, self.epoch, i])
+        kp, boxes = self.items[i]
+        idx = segment_indices(len(kp), self.config.num_frames, self.train, rng)
+        kp, boxes = kp[idx].copy(), boxes[idx].copy()
+        if self.train and rng.random() < self.params.flip:
+            order = flip_order(self.entities)
+            boxes = np.stack([-boxes[..., 2], boxes[..., 1], -boxes[..., 0], boxes[..., 3]], axis=-1)[:, order]
+            kp[..., 0] = -kp[..., 0]  # mirror about x = 0: the encoder is translation-invariant
+            perm = np.arange(self.layout.num_keypoints)
+            for a, b in self.layout.flip_pairs:
+                perm[a], perm[b] = b, a
+            kp = kp[:, perm]
+        if self.train and self.params.keypoint_noise > 0:
+            side = float(np.median(boxes[..., 2] - boxes[..., 0]))
+            kp[..., :2] += rng.normal(0, self.params.keypoint_noise * side, kp[..., :2].shape)
+        return {"keypoints": torch.from_numpy(kp), "boxes": torch.from_numpy(boxes),
+                "label": torch.tensor(self.clips.labels[i])}
+
+
+def make_dataset(source, clips: LabelledClips, config: ModelConfig, params: TrainParams, train: bool) -> Dataset:
+    """Samples from cached tubes (a TubeSet), or pose-only samples from keypoints (a KeypointSet)."""
+    if isinstance(source, TubeSet):
+        return ClipDataset(source, clips, config, params, train)
+    if config.uses_rgb:
+        raise ValueError(f"modality {config.modality!r} needs tubes; keypoints alone feed only the pose modality")
+    return KeypointClipDataset(source, clips, config, params, train)
+
+
 def run_key(config: ModelConfig, params: TrainParams, tubes: TubeSet, train: LabelledClips,
             val: LabelledClips | None) -> str:
     return stable_hash({"stage": STAGE, "version": VERSION, "model": asdict(config), "params": asdict(params),
-                        "inputs": {"tubes": tubes.output.key},
+                        "inputs": {tubes.output.stage: tubes.output.key},
                         "data": [asdict(train), asdict(val) if val is not None else None]})
 
 
@@ -168,6 +218,11 @@ def _atomic_save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _inputs(batch: dict) -> dict:
+    """The model inputs a batch has (pose-only data has no tubes or frames)."""
+    return {k: batch[k] for k in ("tubes", "frames", "keypoints", "boxes") if k in batch}
+
+
 def _batch_to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -179,8 +234,7 @@ def predict(model: MicroDualNet, loader: DataLoader, device: torch.device) -> di
     out: dict[str, list] = {"scores": [], "labels": [], "routing": [], "coarse_scores": [], "coarse": []}
     for batch in loader:
         batch = _batch_to(batch, device)
-        result = model(tubes=batch["tubes"], frames=batch["frames"], keypoints=batch["keypoints"],
-                       boxes=batch["boxes"])
+        result = model(**_inputs(batch))
         out["scores"].append(result.logits.float().cpu())
         out["labels"].append(batch["label"].cpu())
         out["routing"].append(result.routing.float().cpu())
@@ -212,10 +266,14 @@ class TrainResult:
     reused: bool = False  # the run had already finished: nothing was trained
 
 
-def train(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips, val_clips: LabelledClips | None = None,
+def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: LabelledClips | None = None,
           params: TrainParams = TrainParams(), store: Store | str | Path | None = None,
           progress: TrainProgress | None = None, device: str | None = None, num_workers: int = 0) -> TrainResult:
-    """Train (or resume, or reuse) the run that `config`, `params` and the data define."""
+    """Train (or resume, or reuse) the run that `config`, `params` and the data define.
+
+    Args:
+        tubes: Where clips come from: a TubeSet (any modality), or a KeypointSet (pose modality only).
+    """
     store = store if isinstance(store, Store) else Store(store if store is not None else tubes.store.root)
     rank, world = _distributed()
     progress = progress if progress is not None and rank == 0 else TrainProgress()
@@ -234,7 +292,8 @@ def train(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips, val_c
         model_summary = (f"{config.backbone} {config.modality} path={config.path} D={config.dim} "
                          f"T={config.num_frames} K={k} classes={config.num_classes}")
         output.prepare({"stage": STAGE, "version": VERSION, "params": {**asdict(params), "model": model_summary},
-                        "model": asdict(config), "epochs": params.epochs, "inputs": {"tubes": tubes.output.key}},
+                        "model": asdict(config), "epochs": params.epochs,
+                        "inputs": {tubes.output.stage: tubes.output.key}},
                        Shard())
         output.finish(Shard())
         store.set_ref(STAGE, key, asdict(params))
@@ -263,7 +322,7 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
     else:
         optimizer = torch.optim.SGD(trainable, lr=params.lr, momentum=0.9, nesterov=True,
                                     weight_decay=params.weight_decay)
-    train_set = ClipDataset(tubes, train_clips, config, params, train=True)
+    train_set = make_dataset(tubes, train_clips, config, params, train=True)
     steps_per_epoch = math.ceil(len(train_set) / world / params.batch_size / params.accumulate)
     scheduler = _schedule(optimizer, params, steps_per_epoch)
     counts = np.bincount(train_clips.labels, minlength=config.num_classes).astype(np.float64)
@@ -287,7 +346,7 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
     progress.start(params.epochs, start_epoch, steps_per_epoch)
     val_loader = None
     if val_clips is not None and len(val_clips.names):
-        val_loader = DataLoader(ClipDataset(tubes, val_clips, config, params, train=False),
+        val_loader = DataLoader(make_dataset(tubes, val_clips, config, params, train=False),
                                 batch_size=params.batch_size, num_workers=num_workers)
     for epoch in range(start_epoch, params.epochs):
         train_set.epoch = epoch
@@ -310,8 +369,7 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
         for i, batch in enumerate(loader):
             batch = _batch_to(batch, dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                out = net(tubes=batch["tubes"], frames=batch["frames"], keypoints=batch["keypoints"],
-                          boxes=batch["boxes"])
+                out = net(**_inputs(batch))
                 loss, _ = model.loss(out, batch["label"], batch.get("coarse"), class_weights)
             (loss / params.accumulate).backward()
             if (i + 1) % params.accumulate == 0 or i + 1 == len(loader):
