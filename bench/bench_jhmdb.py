@@ -21,6 +21,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _clips(index, part: str):
+    from pipelines.train import LabelledClips
+
+    chosen = index.split(part)
+    return LabelledClips(tuple(c.clip_id for c in chosen), tuple(c.label for c in chosen))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "jhmdb")
@@ -39,7 +46,7 @@ def main() -> None:
     from pipelines import datasets
     from pipelines.import_poses import ImportParams, run_import
     from pipelines.keypoints import KeypointSet
-    from pipelines.train import LabelledClips, TrainParams, train
+    from pipelines.train import TrainParams, train
 
     torch.set_num_threads(os.cpu_count() or 1)
     results = []
@@ -51,16 +58,12 @@ def main() -> None:
             index = datasets.jhmdb(args.root, split)
             kps = KeypointSet(work, ImportParams("jhmdb"))
 
-            def clips(part: str) -> LabelledClips:
-                chosen = index.split(part)
-                return LabelledClips(tuple(c.clip_id for c in chosen), tuple(c.label for c in chosen))
-
             config = dualnet.preset("pose", num_classes=len(index.classes), layout="jhmdb_15",
                                     num_frames=args.frames, dim=args.dim, heads=max(1, args.dim // 64))
             params = TrainParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, flip=0.5,
                                  keypoint_noise=0.02, balance="none")
             start = time.perf_counter()
-            result = train(config, kps, clips("train"), clips("test"), params, work)
+            result = train(config, kps, _clips(index, "train"), _clips(index, "test"), params, work)
             seconds = time.perf_counter() - start
             last = result.history[-1]
             results.append({"split": split, "test_top1": last["val_top1"], "test_top5": last["val_top5"],
