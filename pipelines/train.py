@@ -48,6 +48,8 @@ class TrainParams:
     balance: str = "reweight"  # none | reweight (inverse-frequency CE weights) | sample (class-balanced sampling)
     accumulate: int = 1  # gradient accumulation steps
     flip: float = 0.5  # probability of a horizontal flip with left/right entity swap
+    crop_jitter: float = 0.1  # entity crops: random zoom-in up to this fraction and a matching shift (per clip)
+    colour_jitter: float = 0.2  # brightness and contrast factors drawn from [1 - x, 1 + x] (per clip)
     keypoint_noise: float = 0.0  # std of Gaussian keypoint noise, in entity-box sides
     seed: int = 0
 
@@ -80,6 +82,28 @@ def segment_indices(available: int, count: int, train: bool, rng: np.random.Gene
     return np.minimum(picks.astype(int), available - 1)
 
 
+def jitter_crops(tubes: torch.Tensor, amount: float, rng: np.random.Generator) -> torch.Tensor:
+    """Zoom into each entity's crops by up to `amount` with a random shift, the same over time (a tube stays a
+    tube). tubes (T, K, 3, S, S) uint8 -> same shape and dtype."""
+    t, k, c, s, _ = tubes.shape
+    out = torch.empty_like(tubes)
+    for e in range(k):
+        keep = 1 - amount * rng.random()
+        size = max(1, round(s * keep))
+        x0, y0 = (int(v) for v in rng.integers(0, s - size + 1, 2))
+        window = tubes[:, e, :, y0:y0 + size, x0:x0 + size].float()
+        out[:, e] = torch.nn.functional.interpolate(window, size=(s, s), mode="bilinear", align_corners=False
+                                                    ).round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def colour_jitter(images: torch.Tensor, brightness: float, contrast: float) -> torch.Tensor:
+    """Scale brightness and contrast of uint8 images (any leading shape, channels third from last)."""
+    x = images.float() * brightness
+    mean = x.mean(dim=(-3, -2, -1), keepdim=True)
+    return ((x - mean) * contrast + mean).round().clamp(0, 255).to(torch.uint8)
+
+
 class ClipDataset(Dataset):
     """Samples of T frames from cached tubes, with augmentation in training.
 
@@ -109,8 +133,15 @@ class ClipDataset(Dataset):
             side = float(np.median(boxes[..., 2] - boxes[..., 0]))
             keypoints = keypoints.copy()
             keypoints[..., :2] += rng.normal(0, self.params.keypoint_noise * side, keypoints[..., :2].shape)
-        item = {"tubes": torch.from_numpy(np.ascontiguousarray(tubes)),
-                "frames": torch.from_numpy(np.ascontiguousarray(frames)),
+        tubes_t = torch.from_numpy(np.ascontiguousarray(tubes))
+        frames_t = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.train and self.params.crop_jitter > 0:
+            tubes_t = jitter_crops(tubes_t, self.params.crop_jitter, rng)
+        if self.train and self.params.colour_jitter > 0:
+            brightness, contrast = 1 + self.params.colour_jitter * (2 * rng.random(2) - 1)
+            tubes_t, frames_t = (colour_jitter(x, float(brightness), float(contrast)) for x in (tubes_t, frames_t))
+        item = {"tubes": tubes_t,
+                "frames": frames_t,
                 "keypoints": torch.from_numpy(np.ascontiguousarray(keypoints)).float(),
                 "boxes": torch.from_numpy(np.ascontiguousarray(boxes)).float(),
                 "label": torch.tensor(self.clips.labels[i])}

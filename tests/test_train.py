@@ -151,3 +151,19 @@ def _one_clip(tubes: TubeSet, config) -> dict:
 
     item = ClipDataset(tubes, _clips(tubes), config, TrainParams(), train=False)[0]
     return {k: item[k] for k in ("tubes", "frames", "keypoints", "boxes")}
+
+
+def test_augmentations_are_deterministic_and_keep_shapes(ma52_tubes):
+    from pipelines.train import ClipDataset
+
+    config = dualnet.preset("tiny", num_classes=6)
+    data = ClipDataset(ma52_tubes, _clips(ma52_tubes), config, TrainParams(flip=0.5, crop_jitter=0.2,
+                                                                           colour_jitter=0.3), train=True)
+    plain = ClipDataset(ma52_tubes, _clips(ma52_tubes), config, TrainParams(), train=False)
+    a, b = data[0], data[0]
+    for key in ("tubes", "frames", "keypoints", "boxes"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True)  # same (seed, epoch, index)
+    assert a["tubes"].shape == plain[0]["tubes"].shape and a["tubes"].dtype == torch.uint8
+    assert not torch.equal(a["tubes"], plain[0]["tubes"])
+    data.epoch = 1
+    assert not torch.equal(data[0]["tubes"], a["tubes"])  # a new epoch draws new augmentations
