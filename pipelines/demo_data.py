@@ -6,7 +6,6 @@ When the network is unreachable the clips come from a local copy: the folder in 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.parse
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from pipelines.errors import InputError
+from pipelines.hashing import sha256_file
 
 DEMO_ENV = "DUALNET_DEMO_DATA"
 REPO_URL = "https://raw.githubusercontent.com/VUT-HFUT/Micro-Action/e38d24170eafd562e3758e7726d421ae164f3d60"
@@ -43,14 +43,6 @@ DEMO_CLIPS: dict[str, tuple[str, str]] = {
 def shared_data_dir() -> Path:
     """``shared/data`` beside this checkout (present in the project's CI and development machines)."""
     return Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_folder(folder: Path) -> None:

@@ -28,6 +28,15 @@ def hash_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, as hex (the checksum published for downloads)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class FingerprintCache:
     """Content fingerprints of input files, memoised by (path, size, mtime, inode).
 

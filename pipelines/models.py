@@ -7,7 +7,6 @@ first download too. Zip archives (OpenMMLab's ONNX SDK packages) are unpacked an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import urllib.request
@@ -15,15 +14,7 @@ import zipfile
 from pathlib import Path
 
 from pipelines.errors import InputError
-from pipelines.hashing import stable_hash
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+from pipelines.hashing import sha256_file, stable_hash
 
 
 def is_url(spec: str) -> bool:
@@ -44,7 +35,7 @@ def resolve_model(spec: str, models_dir: Path, timeout: float = 60.0) -> Path:
     if record.is_file():
         info = json.loads(record.read_text())
         path = folder / info["file"]
-        if path.is_file() and _sha256(path) == info["sha256"] and expected in (None, info["sha256"]):
+        if path.is_file() and sha256_file(path) == info["sha256"] and expected in (None, info["sha256"]):
             return _onnx_inside(path)
         raise InputError(path, "cached model fails its recorded sha256 check; delete the folder to download again")
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,7 +48,7 @@ def resolve_model(spec: str, models_dir: Path, timeout: float = 60.0) -> Path:
     except OSError as e:
         part.unlink(missing_ok=True)
         raise InputError(url, f"download failed ({getattr(e, 'reason', e)}); pass a local model path instead") from None
-    digest = _sha256(part)
+    digest = sha256_file(part)
     if expected is not None and digest != expected:
         part.unlink()
         raise InputError(url, f"sha256 {digest[:12]}... does not match the expected {expected[:12]}...")
