@@ -167,3 +167,36 @@ def test_augmentations_are_deterministic_and_keep_shapes(ma52_tubes):
     assert not torch.equal(a["tubes"], plain[0]["tubes"])
     data.epoch = 1
     assert not torch.equal(data[0]["tubes"], a["tubes"])  # a new epoch draws new augmentations
+
+
+def test_ma52_layout_train_eval_and_hidden_label_submission(ma52_tubes, tmp_path):
+    """The MA-52 path end to end on the sample clips: official-format lists, coarse labels and F1_mean, and the
+    test-server CSV for a split whose labels are hidden."""
+    from conftest import SHARED
+
+    shutil.copytree(ma52_tubes.store.root, tmp_path / "store")
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    for name in ("label_name.txt", "fine_to_coarse.tsv"):
+        shutil.copy(SHARED / "ma52" / "annotations" / name, ann / name)
+    fine = {"A1": 0, "A2": 3, "A3": 1, "B1": 9, "B2": 10, "B3": 8}
+    videos = sorted(MA52_VIDEOS.glob("*.mp4"))
+    lines = [f"{v.name} {fine[v.name[:2]]}" for v in videos]
+    (ann / "train_list_videos.txt").write_text("\n".join(lines) + "\n")
+    (ann / "val_list_videos.txt").write_text("\n".join(lines) + "\n")
+    (ann / "test_list_videos.txt").write_text("\n".join(f"{v.name} 0" for v in videos))
+    common = ["--dataset", "ma52", "--root", str(ann), "--store", str(tmp_path / "store")]
+    trained = run_cli("train", *common, "--preset", "tiny", "--epochs", "2", "--batch-size", "3")
+    assert trained.returncode == 0, trained.stderr
+    evaluated = run_cli("eval", *common)
+    assert evaluated.returncode == 0, evaluated.stderr
+    for key in ("f1_mean", "coarse_top1", "coarse_f1_macro"):
+        assert key in evaluated.stdout
+    submitted = run_cli("eval", *common, "--split", "test", "--submission")
+    assert submitted.returncode == 0, submitted.stderr
+    from pipelines.metrics import read_submission
+
+    csv_path = submitted.stdout.strip().split("submission -> ")[-1].strip()
+    rows = read_submission(csv_path)
+    assert rows["vid"].tolist() == [v.name for v in videos]
+    assert rows[[f"body_pred_{i}" for i in range(1, 6)]].to_numpy().max() <= 6
