@@ -411,7 +411,7 @@ def train(
                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=err_console) as bar:
             result = run_train(config, tubes, train_clips, val_clips, params, Store(store),
-                               RichTrainProgress(bar), num_workers=workers)
+                               RichTrainProgress(bar), num_workers=workers, classes=list(index.classes))
     except (ValueError, KeyError) as e:
         fail(str(e).strip("'\""))
     except DualnetError as e:
@@ -482,6 +482,69 @@ def eval_(
         console.print(f"submission -> {result.submission}", highlight=False)
     console.print(f"report -> {result.report_html}", highlight=False)
     print(result.report_html)
+
+
+class RichPredictProgress:
+    """Draws `run_predict`'s callbacks: a bar over windows per video, one line per failure."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.task = progress, None
+
+    def video(self, name: str, windows: int | None) -> None:
+        if windows is None:
+            console.print(f"{name}: scores cached, nothing to run", highlight=False)
+        else:
+            self.task = self.progress.add_task(f"predict {name}", total=windows)
+
+    def windows(self, count: int) -> None:
+        self.progress.advance(self.task, count)
+
+    def item(self, name: str, error: str | None) -> None:
+        if error is not None:
+            self.progress.console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="Videos (any length), folders, globs or list files.")],
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint `dualnet train` wrote (best.pt / last.pt).")],
+    store: StoreOption = Path("cache"),
+    window: Annotated[float, typer.Option(help="Window length in seconds.")] = 2.0,
+    stride: Annotated[float, typer.Option(help="Seconds between window starts.")] = 0.5,
+    min_score: Annotated[float, typer.Option(help="Windows whose top-1 score is below this join no segment.")
+                         ] = 0.0,
+    top_k: Annotated[int, typer.Option(help="Labels listed per segment.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Windows per model call.")] = 8,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: <store>/predict/<key>/results).")] = None,
+    people: Annotated[Path | None, typer.Option(help="CSV video,person[,group]: also summarise per person.")
+                      ] = None,
+    plot: Annotated[bool, typer.Option(help="Write a timeline PNG per video.")] = True,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
+) -> None:
+    """Micro-action timelines of long videos: pose -> sliding windows -> model -> segments and per-video summary."""
+    from pipelines.predict import PredictParams, run_predict
+
+    try:
+        params = PredictParams(window=window, stride=stride, min_score=min_score, top_k=top_k,
+                               batch_size=batch_size)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=err_console) as bar:
+            report = run_predict(inputs, checkpoint, Store(store), params, out, people, plot, device,
+                                 RichPredictProgress(bar), RichExtractProgress(bar))
+    except ValueError as e:
+        fail(str(e))
+    except DualnetError as e:
+        fail(str(e))
+    for video in report.videos:
+        counts = ", ".join(f"{r.label} x{r.count}" for r in video.summary.itertuples()) or "no segment"
+        console.print(f"{video.name}: {len(video.timeline)} segment(s) in {video.duration_s:.1f} s ({counts}) -> "
+                      f"{video.files['timeline_csv'].parent}", highlight=False)
+    if report.people is not None:
+        console.print(f"per person -> {report.people}", highlight=False)
+    console.print(f"predict [bold]{report.key}[/]: {len(report.videos)} video(s), {len(report.failed)} failed in "
+                  f"{report.seconds:.1f} s", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command("demo-data")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -17,19 +18,19 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
-
 from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import stable_hash
-from pipelines.keypoint_format import item_fingerprint, write_keypoint_item
+from pipelines.keypoint_format import KeypointItemWriter, item_fingerprint
 from pipelines.sources import VideoSource, resolve_sources
 from pipelines.store import Shard, StageOutput, Store
-from pipelines.subject import track_main_subject
+from pipelines.subject import StreamingSubjectTracker
 from pipelines.video import iter_frames, probe, regular_timestamps
 
 STAGE = "extract"
-VERSION = 1  # bump when a code change alters what this stage writes: it changes every extract key
+VERSION = 2  # bump when a code change alters what this stage writes: it changes every extract key
+# 2: the subject is tracked in blocks of TRACK_BLOCK frames and items are written as they go (long videos)
+TRACK_BLOCK = 256  # frames the subject tracker resolves at once: 8.5 s at 30 fps, so a 1-3 s clip is one block
 BACKENDS = ("mediapipe", "rtmlib")
 DTYPES = ("float32", "float16")
 
@@ -76,18 +77,6 @@ def stage_output(store: Store, params: ExtractParams) -> StageOutput:
     return store.stage(STAGE, stage_key(params))
 
 
-@dataclass
-class PoseTrack:
-    """The main subject's keypoints over one whole video."""
-
-    keypoints: np.ndarray  # (T, V, 3) x, y in pixels, score; NaN where not detected
-    detected: np.ndarray  # (T,) bool
-    timestamps: np.ndarray  # (T,) seconds
-    fps: float
-    width: int
-    height: int
-
-
 class ExtractProgress:
     """Callbacks `run_extract` makes; the CLI draws them with Rich, a notebook may ignore them."""
 
@@ -129,33 +118,55 @@ def make_estimator(params: ExtractParams, models_dir: Path | None = None):
                              params.min_tracking_confidence)
 
 
-def extract_video(path: str | Path, params: ExtractParams, estimator, on_frames=None) -> PoseTrack:
-    """Run the pose estimator over every frame of one video and keep the main subject.
+def extract_video(source: VideoSource, fingerprint: str, params: ExtractParams, estimator, group_path: Path,
+                  on_frames=None, block: int = TRACK_BLOCK) -> int:
+    """Run the pose estimator over every frame of one video, keep the main subject and write the item at
+    `group_path` (a temporary location) block by block: memory stays flat however long the video is.
+
+    Returns the frame count. Raises InputError when decoding or the pose model fails on this file, StoreError when
+    the item cannot be written.
 
     Args:
         on_frames: Called with a frame count every few frames (progress).
+        block: Frames the subject tracker resolves at once (see StreamingSubjectTracker).
     """
-    info = probe(path)
-    estimator.reset()
-    candidates, times = [], []
-    for t, rgb in iter_frames(path):
-        candidates.append(estimator(rgb))
-        times.append(t)
-        if on_frames is not None and len(times) % 8 == 0:
-            on_frames(8)
+    path = source.path
+    try:
+        info = probe(path)
+        estimator.reset()
+        layout = estimator.layout
+        tracker = StreamingSubjectTracker(layout.num_keypoints, layout.body, params.max_jump, block=block)
+        writer = _store_call(group_path, lambda: KeypointItemWriter(
+            group_path, layout=get_layout(params.layout), fps=info.fps, width=info.width, height=info.height,
+            source_name=Path(path).name, source_path=path, fingerprint=fingerprint, dtype=params.dtype))
+        times: list[float] = []  # 8 bytes a frame: kept whole, as timestamps may need rebuilding at the end
+        for t, rgb in iter_frames(path):
+            resolved = tracker.push(estimator(rgb))
+            times.append(t)
+            if resolved is not None:
+                _store_call(group_path, lambda r=resolved: writer.append(*r))
+            if on_frames is not None and len(times) % 8 == 0:
+                on_frames(8)
+        resolved = tracker.flush()
+        if resolved is not None:
+            _store_call(group_path, lambda: writer.append(*resolved))
+        _store_call(group_path, lambda: writer.close(regular_timestamps(times, info.fps)))
+    except DualnetError:
+        raise
+    except Exception as e:  # a decoder or pose-model failure on this file must not end a 20,000-video run
+        raise InputError(path, f"pose extraction failed ({type(e).__name__}: {e})") from e
     if on_frames is not None and len(times) % 8:
         on_frames(len(times) % 8)
-    layout = estimator.layout
-    keypoints, detected = track_main_subject(candidates, layout.num_keypoints, layout.body, params.max_jump)
-    return PoseTrack(keypoints, detected, regular_timestamps(times, info.fps), info.fps, info.width, info.height)
+    return len(times)
 
 
-def write_item(group_path: Path, track: PoseTrack, params: ExtractParams, source: VideoSource,
-               fingerprint: str) -> None:
-    """Write one video's keypoints as a zarr group at `group_path` (a temporary location)."""
-    write_keypoint_item(group_path, track.keypoints, track.detected, track.timestamps, layout=get_layout(params.layout),
-                        fps=track.fps, width=track.width, height=track.height, source_name=Path(source.path).name,
-                        source_path=source.path, fingerprint=fingerprint, dtype=params.dtype)
+def _store_call(group_path: Path, call):
+    """Run a store write; an OSError becomes a StoreError (it ends the run: every later item would fail alike)."""
+    try:
+        return call()
+    except OSError as e:
+        raise StoreError(f"{group_path.parent.parent}: cannot write item {group_path.name!r} "
+                         f"({e.strerror or e})") from e
 
 
 def _process_one(source: VideoSource, fingerprint: str, params: ExtractParams, output: StageOutput, tmp: Path,
@@ -165,19 +176,17 @@ def _process_one(source: VideoSource, fingerprint: str, params: ExtractParams, o
     Raises DualnetError for a bad video (the item fails, the run goes on) and StoreError when the store cannot be
     written (the run stops: every further item would fail the same way).
     """
-    try:
-        track = extract_video(source.path, params, estimator, on_frames)
-    except DualnetError:
-        raise
-    except Exception as e:  # a decoder or pose-model failure on this file must not end a 20,000-video run
-        raise InputError(source.path, f"pose extraction failed ({type(e).__name__}: {e})") from e
     group_path = tmp / f"{source.name}.{uuid.uuid4().hex[:8]}"
     try:
-        write_item(group_path, track, params, source, fingerprint)
+        n = extract_video(source, fingerprint, params, estimator, group_path, on_frames)
+    except InputError:
+        shutil.rmtree(group_path, ignore_errors=True)  # the half-written item of a bad video
+        raise
+    try:
         output.commit(group_path, source.name)
     except OSError as e:
         raise StoreError(f"{output.path}: cannot write item {source.name!r} ({e.strerror or e})") from e
-    return len(track.timestamps)
+    return n
 
 
 # -- worker processes -----------------------------------------------------------------------------------------------

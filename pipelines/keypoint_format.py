@@ -18,6 +18,47 @@ from dualnet.layouts import Layout
 CHUNK_FRAMES = 256  # frames per zarr chunk: one chunk for a 1-3 s clip, bounded reads for long videos
 
 
+class KeypointItemWriter:
+    """Writes one item block by block, so a long video never needs all its keypoints in memory.
+
+    The group is created at `group_path` (a temporary location; the caller commits it) with empty, growing arrays;
+    `append` adds frames, `close` writes the timestamps and the frame count. See `write_keypoint_item` for the
+    arguments.
+    """
+
+    def __init__(self, group_path: Path, *, layout: Layout, fps: float, width: int | None, height: int | None,
+                 source_name: str, source_path: str, fingerprint: str, dtype: str = "float32",
+                 coordinates: str = "x, y in pixels of the source frame; score in [0, 1]; NaN where not detected",
+                 extra: dict[str, Any] | None = None, chunk_frames: int = CHUNK_FRAMES):
+        self.layout, self.dtype, self.num_frames = layout, dtype, 0
+        self.group = zarr.open_group(group_path, mode="w")
+        self.attrs = _item_attrs(layout, fps, width, height, source_name, source_path, fingerprint, coordinates,
+                                 extra)
+        v = layout.num_keypoints
+        chunk = max(chunk_frames, 1)
+        self.keypoints = self.group.create_array("keypoints", shape=(0, v, 3), chunks=(chunk, v, 3), dtype=dtype)
+        self.detected = self.group.create_array("detected", shape=(0,), chunks=(chunk,), dtype=bool)
+        self.chunk = chunk
+
+    def append(self, keypoints: np.ndarray, detected: np.ndarray) -> None:
+        """Add frames: keypoints (N, V, 3), detected (N,)."""
+        n, v, c = keypoints.shape
+        if v != self.layout.num_keypoints or c != 3:
+            raise ValueError(f"keypoints of shape {keypoints.shape} do not fit layout {self.layout.name} "
+                             f"({self.layout.num_keypoints} keypoints)")
+        if n:
+            self.keypoints.append(keypoints.astype(self.dtype), axis=0)
+            self.detected.append(np.asarray(detected, dtype=bool), axis=0)
+            self.num_frames += n
+
+    def close(self, timestamps: np.ndarray) -> None:
+        """Write the (T,) timestamps in seconds and the attributes; T must equal the frames appended."""
+        if len(timestamps) != self.num_frames:
+            raise ValueError(f"{len(timestamps)} timestamps for {self.num_frames} frames")
+        self.group.create_array("timestamps", data=np.asarray(timestamps, dtype=np.float64), chunks=(self.chunk,))
+        self.group.attrs.update({**self.attrs, "num_frames": self.num_frames})
+
+
 def write_keypoint_item(
     group_path: Path,
     keypoints: np.ndarray,
@@ -46,24 +87,20 @@ def write_keypoint_item(
     if v != layout.num_keypoints or c != 3:
         raise ValueError(f"keypoints of shape {keypoints.shape} do not fit layout {layout.name} "
                          f"({layout.num_keypoints} keypoints)")
-    group = zarr.open_group(group_path, mode="w")
-    group.attrs.update({
-        "layout": layout.name,
-        "keypoint_names": list(layout.keypoint_names),
-        "fps": float(fps),
-        "width": width,
-        "height": height,
-        "num_frames": t,
-        "source_name": source_name,
-        "source_path": source_path,
-        "source_fingerprint": fingerprint,
-        "coordinates": coordinates,
-        **(extra or {}),
-    })
+    group = zarr.open_group(group_path, mode="w")  # whole arrays at once: 3 writes (importers write 20k items)
+    group.attrs.update({**_item_attrs(layout, fps, width, height, source_name, source_path, fingerprint,
+                                      coordinates, extra), "num_frames": t})
     chunk = min(max(t, 1), CHUNK_FRAMES)
     group.create_array("keypoints", data=keypoints.astype(dtype), chunks=(chunk, v, 3))
     group.create_array("detected", data=np.asarray(detected, dtype=bool), chunks=(chunk,))
     group.create_array("timestamps", data=np.asarray(timestamps, dtype=np.float64), chunks=(chunk,))
+
+
+def _item_attrs(layout: Layout, fps: float, width: int | None, height: int | None, source_name: str,
+                source_path: str, fingerprint: str, coordinates: str, extra: dict[str, Any] | None) -> dict:
+    return {"layout": layout.name, "keypoint_names": list(layout.keypoint_names), "fps": float(fps), "width": width,
+            "height": height, "num_frames": 0, "source_name": source_name, "source_path": source_path,
+            "source_fingerprint": fingerprint, "coordinates": coordinates, **(extra or {})}
 
 
 def item_fingerprint(item_path: Path) -> str | None:

@@ -89,3 +89,78 @@ def track_main_subject(
                 last_box, last_t = boxes[t][choice], t
             t += direction
     return out, detected
+
+
+class StreamingSubjectTracker:
+    """`track_main_subject` over a video of any length, in blocks of `block` frames, so memory does not grow with
+    the video.
+
+    A video no longer than one block is resolved exactly as `track_main_subject` resolves it. In longer videos each
+    block continues the track of the block before (forwards from its last kept box) while that box is at most
+    `max_gap` frames old; a block that starts without a live track (the subject left, the recording cut to someone
+    else) is anchored afresh at its own most prominent detection, and so are the frames of a block after its track
+    has been lost for more than `max_gap` frames (frames of an already-emitted block stay masked).
+
+    Use: `push(people)` for every frame, which returns finished frames when a block completes, then `flush()`.
+    """
+
+    def __init__(self, num_keypoints: int, body: Sequence[int], max_jump: float = 0.5, max_gap: int = 10,
+                 block: int = 256):
+        if block < 1:
+            raise ValueError("block must be >= 1 frame")
+        self.num_keypoints, self.body, self.max_jump, self.max_gap = num_keypoints, list(body), max_jump, max_gap
+        self.block = block
+        self._pending: list[Sequence[np.ndarray]] = []
+        self._last: tuple[np.ndarray, int] | None = None  # last kept box and its age in frames at block start
+
+    def push(self, people: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Add one frame's detections; returns (keypoints (B, V, 3), detected (B,)) when a block is resolved."""
+        self._pending.append(people)
+        return self._resolve() if len(self._pending) >= self.block else None
+
+    def flush(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Resolve the frames still pending (the end of the video)."""
+        return self._resolve() if self._pending else None
+
+    def _resolve(self) -> tuple[np.ndarray, np.ndarray]:
+        frames, self._pending = self._pending, []
+        n = len(frames)
+        if self._last is None or self._last[1] > self.max_gap:
+            out, detected = track_main_subject(frames, self.num_keypoints, self.body, self.max_jump, self.max_gap)
+        else:
+            out, detected = self._continue(frames)
+        kept = np.flatnonzero(detected)
+        if len(kept):
+            box = body_box(out[kept[-1]], self.body)
+            self._last = (box, n - 1 - int(kept[-1]) + 1) if box is not None else None
+        elif self._last is not None:
+            self._last = (self._last[0], self._last[1] + n)
+        return out, detected
+
+    def _continue(self, frames: Sequence[Sequence[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Follow the live track forwards through a block (the rule of `track_main_subject`'s forward pass)."""
+        n = len(frames)
+        out = np.full((n, self.num_keypoints, 3), np.nan)
+        detected = np.zeros(n, dtype=bool)
+        last_box, age = self._last
+        last_t = -age
+        for t, people in enumerate(frames):
+            gap = min(t - last_t, self.max_gap)
+            choice, choice_dist = None, np.inf
+            for j, person in enumerate(people):
+                box = body_box(person, self.body)
+                if box is None:
+                    continue
+                dist = float(np.hypot(*(box[:2] - last_box[:2])))
+                if dist <= self.max_jump * last_box[2] * gap and dist < choice_dist:
+                    choice, choice_dist = j, dist
+            if choice is not None:
+                out[t], detected[t] = people[choice], True
+                last_box, last_t = body_box(people[choice], self.body), t
+            elif t - last_t > self.max_gap:  # the track is lost: anchor the frames since it was lost afresh
+                since = max(last_t + 1, 0)
+                rest, rest_detected = track_main_subject(frames[since:], self.num_keypoints, self.body,
+                                                         self.max_jump, self.max_gap)
+                out[since:], detected[since:] = rest, rest_detected
+                break
+        return out, detected

@@ -26,6 +26,7 @@ from dualnet.entities import flip_order, get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
 from dualnet.transforms import hflip_clip
+from pipelines.errors import DualnetError
 from pipelines.hashing import stable_hash
 from pipelines.metrics import evaluate
 from pipelines.store import Shard, Store, write_json_atomic
@@ -51,6 +52,8 @@ class TrainParams:
     crop_jitter: float = 0.1  # entity crops: random zoom-in up to this fraction and a matching shift (per clip)
     colour_jitter: float = 0.2  # brightness and contrast factors drawn from [1 - x, 1 + x] (per clip)
     keypoint_noise: float = 0.0  # std of Gaussian keypoint noise, in entity-box sides
+    temporal_crop: float = 0.0  # draw the T segments from a random sub-span keeping >= 1 - x of the clip: trains
+    # for the partial, off-centre windows `predict` sees in long videos (0 = always the whole clip)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,6 +61,8 @@ class TrainParams:
             raise ValueError(f"optimizer {self.optimizer!r} is not adamw or sgd")
         if self.balance not in ("none", "reweight", "sample"):
             raise ValueError(f"balance {self.balance!r} is not none, reweight or sample")
+        if not 0.0 <= self.temporal_crop < 1.0:
+            raise ValueError("temporal_crop must lie in [0, 1)")
         if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
             raise ValueError("epochs, batch_size and accumulate must be >= 1")
 
@@ -71,10 +76,17 @@ class LabelledClips:
     coarse: tuple[int, ...] | None = None
 
 
-def segment_indices(available: int, count: int, train: bool, rng: np.random.Generator | None = None) -> np.ndarray:
+def segment_indices(available: int, count: int, train: bool, rng: np.random.Generator | None = None,
+                    temporal_crop: float = 0.0) -> np.ndarray:
     """TSM segment sampling: `count` segments over `available` cached frames, a random frame in each (training) or
-    the centre of each (evaluation). Indices are in range and non-decreasing."""
-    edges = np.linspace(0, available, count + 1)
+    the centre of each (evaluation). With `temporal_crop` (training only) the segments cover a random sub-span of
+    at least 1 - temporal_crop of the frames. Indices are in range and non-decreasing."""
+    lo, hi = 0.0, float(available)
+    if train and rng is not None and temporal_crop > 0:
+        span = available * (1 - temporal_crop * rng.random())
+        lo = rng.random() * (available - span)
+        hi = lo + span
+    edges = np.linspace(lo, hi, count + 1)
     if train and rng is not None:
         picks = edges[:-1] + rng.random(count) * (edges[1:] - edges[:-1])
     else:
@@ -124,7 +136,8 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.params.seed, self.epoch, i])
         a = self.tubes.load(self.clips.names[i])
-        idx = segment_indices(len(a["frame_index"]), self.config.num_frames, self.train, rng)
+        idx = segment_indices(len(a["frame_index"]), self.config.num_frames, self.train, rng,
+                              self.params.temporal_crop)
         tubes, frames, keypoints, boxes = a["tubes"][idx], a["frames"][idx], a["keypoints"][idx], a["boxes"][idx]
         if self.train and rng.random() < self.params.flip:
             tubes, boxes, keypoints, frames = hflip_clip(tubes, boxes, keypoints, a["meta"]["width"], self.entities,
@@ -174,7 +187,7 @@ class KeypointClipDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.params.seed, self.epoch, i])
         kp, boxes = self.items[i]
-        idx = segment_indices(len(kp), self.config.num_frames, self.train, rng)
+        idx = segment_indices(len(kp), self.config.num_frames, self.train, rng, self.params.temporal_crop)
         kp, boxes = kp[idx].copy(), boxes[idx].copy()
         if self.train and rng.random() < self.params.flip:
             order = flip_order(self.entities)
@@ -297,13 +310,33 @@ class TrainResult:
     reused: bool = False  # the run had already finished: nothing was trained
 
 
+def data_record(source) -> dict:
+    """How the training inputs were made (tube and keypoint parameters), saved in checkpoints so that `predict`
+    can make the same inputs from a new video."""
+    record: dict = {}
+    output = source.output
+    if isinstance(source, TubeSet):
+        record["tubes"] = source.manifest["params"]
+        (stage, key), = source.manifest["inputs"].items()
+        output = source.store.stage(stage, key)
+    try:
+        manifest = output.manifest()
+        record["keypoints"] = {"stage": output.stage, "key": output.key, "params": manifest.get("params", {}),
+                               "layout": manifest.get("layout")}
+    except DualnetError:
+        pass  # the keypoint output was collected away: predict then falls back to default parameters
+    return record
+
+
 def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: LabelledClips | None = None,
           params: TrainParams = TrainParams(), store: Store | str | Path | None = None,
-          progress: TrainProgress | None = None, device: str | None = None, num_workers: int = 0) -> TrainResult:
+          progress: TrainProgress | None = None, device: str | None = None, num_workers: int = 0,
+          classes: list[str] | None = None) -> TrainResult:
     """Train (or resume, or reuse) the run that `config`, `params` and the data define.
 
     Args:
         tubes: Where clips come from: a TubeSet (any modality), or a KeypointSet (pose modality only).
+        classes: Class names, saved in the checkpoints for `predict` (not part of the run's key).
     """
     store = store if isinstance(store, Store) else Store(store if store is not None else tubes.store.root)
     rank, world = _distributed()
@@ -317,7 +350,7 @@ def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: Lab
     if rank > 0:  # only rank 0 takes the store lock and writes; the others follow it
         _barrier(world)
         return _train_loop(config, tubes, train_clips, val_clips, params, run_dir, progress, dev, num_workers,
-                           rank, world, key)
+                           rank, world, key, classes)
     with store.lock(Shard()):
         k = len(get_entity_set(config.entity_set))
         model_summary = (f"{config.backbone} {config.modality} path={config.path} D={config.dim} "
@@ -330,12 +363,12 @@ def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: Lab
         store.set_ref(STAGE, key, asdict(params))
         _barrier(world)
         return _train_loop(config, tubes, train_clips, val_clips, params, run_dir, progress, dev, num_workers,
-                           rank, world, key)
+                           rank, world, key, classes)
 
 
 def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips, val_clips: LabelledClips | None,
                 params: TrainParams, run_dir: Path, progress: TrainProgress, dev: torch.device, num_workers: int,
-                rank: int, world: int, key: str) -> TrainResult:
+                rank: int, world: int, key: str, classes: list[str] | None = None) -> TrainResult:
     """The epochs themselves; every rank runs it, rank 0 alone writes."""
     history_path = run_dir / "metrics.jsonl"
     if (run_dir / "done.json").exists():
@@ -361,6 +394,7 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
     if params.balance == "reweight":
         weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
         class_weights = torch.tensor(weights, dtype=torch.float32, device=dev)
+    data = data_record(tubes)
     start_epoch, best, history = 0, -1.0, []
     last = run_dir / "last.pt"
     if last.exists():
@@ -424,7 +458,8 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
         metric = record.get("val_top1", -record["train_loss"])
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "config": asdict(config), "params": asdict(params),
-                 "epoch": epoch, "best": max(best, metric), "rng": {"torch": torch.get_rng_state()}}
+                 "epoch": epoch, "best": max(best, metric), "rng": {"torch": torch.get_rng_state()},
+                 "data": data, "classes": list(classes) if classes is not None else None}
         if metric > best:
             best = metric
             _atomic_save(state, run_dir / "best.pt")

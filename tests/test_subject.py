@@ -48,3 +48,34 @@ def test_a_far_jump_is_masked_not_followed():
 def test_nobody_anywhere_gives_all_nan():
     kp, det = track_main_subject([[], []], V, BODY)
     assert not det.any() and np.isnan(kp).all() and kp.shape == (2, V, 3)
+
+
+def _stream(frames, block: int):
+    from pipelines.subject import StreamingSubjectTracker
+
+    tracker = StreamingSubjectTracker(V, BODY, block=block)
+    parts = [r for r in (tracker.push(people) for people in frames) if r is not None]
+    if (last := tracker.flush()) is not None:
+        parts.append(last)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def test_streaming_equals_whole_video_tracking_within_one_block():
+    rng = np.random.default_rng(0)
+    frames = [[person(500 + 3 * t, 400, 300), person(1500, 400 + rng.normal(), 120)] for t in range(40)]
+    kp, det = track_main_subject(frames, V, BODY)
+    skp, sdet = _stream(frames, block=64)
+    np.testing.assert_array_equal(sdet, det)
+    np.testing.assert_array_equal(skp, kp)
+
+
+def test_streaming_follows_the_subject_across_blocks_and_reanchors_after_a_cut():
+    # the subject drifts right over 3 blocks while a bystander stays put; then the recording cuts to a new person
+    subject = [[person(400 + 4 * t, 400, 300), person(1600, 400, 250)] for t in range(90)]
+    cut = [[person(1400, 800, 320)] for _ in range(40)]
+    kp, det = _stream(subject + cut, block=32)
+    assert det[:90].all()
+    np.testing.assert_allclose(kp[:90, 0, 0], [400 + 4 * t - 150 for t in range(90)])  # never the bystander
+    # the new person once the old track is lost; frames of the cut's block already emitted stay masked (<= max_gap)
+    assert det[90:].sum() >= 40 - 10 and det[96:].all()
+    np.testing.assert_allclose(kp[90:][det[90:], 0, 0], 1400 - 160)

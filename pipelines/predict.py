@@ -1,0 +1,498 @@
+"""`dualnet predict`: a trained model over videos of any length -> per-video micro-action timelines and summaries.
+
+Per video: pose over every frame (the `extract` stage, cached and written block by block), then sliding windows of
+`window` seconds every `stride` seconds. Each window is made like a training clip (entity boxes from the window's
+keypoints, the model's T frames at the segment centres of the tube sampling, crops and the letterboxed frame cut
+from the decoded video) and scored. The video is decoded once, as a stream: only frames that a pending window still
+needs are held, so memory does not grow with the video's length.
+
+The per-window scores are the stage's item (``<store>/predict/<key>/items/<video>/windows.parquet``); the key hashes
+the checkpoint's content, the window parameters and the keypoint output, so re-running on the same video with the
+same model does no work. Segments and summaries are cheap to derive and are rewritten on every call:
+
+- window i *owns* the stride-long span around its centre (the first window from 0 s, the last to the end);
+- consecutive windows with the same top-1 label (scoring at least `min_score`) merge into one segment; a segment's
+  scores are the mean of its windows' scores;
+- the summary counts segments, their total duration and their rate per minute of video, per label.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dualnet.entities import entity_boxes, get_entity_set
+from dualnet.layouts import get_layout
+from dualnet.model import MicroDualNet
+from pipelines.crops import crop_boxes, letterbox, sample_indices
+from pipelines.errors import DualnetError, InputError, StoreError
+from pipelines.extract import ExtractParams, run_extract
+from pipelines.hashing import stable_hash
+from pipelines.keypoints import KeypointSet
+from pipelines.sources import resolve_sources
+from pipelines.store import Shard, Store, write_json_atomic
+from pipelines.train import load_model, segment_indices
+from pipelines.tubes import TubeParams
+from pipelines.video import iter_frames
+
+STAGE = "predict"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """Windowing (in the key) and how windows become segments (applied on every call, not in the key)."""
+
+    window: float = 2.0  # seconds: micro-actions last 1-3 s (MA-52 clips average ~2 s)
+    stride: float = 0.5  # seconds between window starts: segment boundaries are resolved to about this
+    batch_size: int = 8  # windows per model call
+    min_score: float = 0.0  # a window whose top-1 score is below this belongs to no segment
+    top_k: int = 3  # labels listed per segment
+
+    def __post_init__(self) -> None:
+        if self.window <= 0 or self.stride <= 0:
+            raise ValueError("window and stride must be positive (seconds)")
+        if self.stride > self.window:
+            raise ValueError(f"stride {self.stride} s is longer than the window {self.window} s: frames would be "
+                             "skipped")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError("min_score must lie in [0, 1]")
+        if self.batch_size < 1 or self.top_k < 1:
+            raise ValueError("batch_size and top_k must be >= 1")
+
+
+@dataclass
+class Predictor:
+    """A checkpoint with what is needed to turn video into its inputs: tube and pose parameters, class names."""
+
+    model: MicroDualNet
+    checkpoint: Path
+    fingerprint: str
+    classes: list[str]
+    tube_params: TubeParams
+    extract_params: ExtractParams
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, store: Store, device: str = "cpu") -> Predictor:
+        """Load `checkpoint`; inputs are made as its training inputs were (older checkpoints: defaults)."""
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise InputError(checkpoint, "checkpoint not found")
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            model = load_model(checkpoint, device)
+        except Exception as e:  # a truncated or foreign file
+            raise InputError(checkpoint, f"not a dualnet checkpoint ({type(e).__name__}: {e})") from None
+        config = model.config
+        data = state.get("data") or {}
+        tubes = data.get("tubes") or {}
+        tube_params = TubeParams(**{k: v for k, v in tubes.items() if k in TubeParams.__dataclass_fields__})
+        if tube_params.entity_set != config.entity_set:
+            tube_params = TubeParams(entity_set=config.entity_set)
+        keypoints = data.get("keypoints") or {}
+        if keypoints.get("stage", "extract") != "extract":
+            raise InputError(checkpoint, f"was trained on imported keypoints ({keypoints.get('layout')}); predict "
+                                         "runs a pose model on video, so it needs a model trained on `extract` output")
+        extract_fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in keypoints.get("params", {}).items()
+                          if k in ExtractParams.__dataclass_fields__}
+        extract_params = ExtractParams(**extract_fields)
+        if extract_params.layout != config.layout:
+            raise InputError(checkpoint, f"model layout {config.layout!r} is not what any pose backend gives "
+                                         "(mediapipe_holistic, coco_wholebody)")
+        classes = state.get("classes") or [f"class_{i}" for i in range(config.num_classes)]
+        fingerprints = store.fingerprints()
+        try:
+            fingerprint = fingerprints.fingerprint(checkpoint)
+        finally:
+            fingerprints.close()
+        return cls(model, checkpoint, fingerprint, list(classes), tube_params, extract_params)
+
+
+def stage_key(predictor: Predictor, params: PredictParams, keypoints_key: str) -> str:
+    return stable_hash({"stage": STAGE, "version": VERSION, "model": predictor.fingerprint,
+                        "window": params.window, "stride": params.stride, "tubes": asdict(predictor.tube_params),
+                        "inputs": {"extract": keypoints_key}})
+
+
+@dataclass(frozen=True)
+class Window:
+    """Frames [start, end) of a video and the model's T frame indices in it."""
+
+    start: int
+    end: int
+    frames: np.ndarray  # (T,) absolute, non-decreasing
+
+
+def plan_windows(num_frames: int, fps: float, params: PredictParams, tube_frames: int,
+                 model_frames: int) -> list[Window]:
+    """Windows every `stride` over the video; each picks its T frames as training did (F uniform samples, then
+    the T segment centres). A video shorter than one window is one window."""
+    w = min(max(1, round(params.window * fps)), num_frames)
+    s = max(1, round(params.stride * fps))
+    picks = sample_indices(w, tube_frames)[segment_indices(tube_frames, model_frames, train=False)]
+    return [Window(start, start + w, start + picks) for start in range(0, num_frames - w + 1, s)]
+
+
+def window_spans(windows: list[Window], num_frames: int, fps: float) -> np.ndarray:
+    """(N, 2) seconds each window owns: the stride around its centre; the first from 0, the last to the end."""
+    centres = np.array([(w.start + w.end) / 2 for w in windows], dtype=np.float64)
+    edges = np.concatenate([[0.0], (centres[:-1] + centres[1:]) / 2, [float(num_frames)]])
+    return np.stack([edges[:-1], edges[1:]], axis=1) / fps
+
+
+class _WindowInputs:
+    """Builds each window's model inputs from a keypoint item and (for RGB models) the decoded frame stream."""
+
+    def __init__(self, predictor: Predictor, keypoints: KeypointSet, name: str, width: int, height: int):
+        self.predictor, self.keypoints, self.name = predictor, keypoints, name
+        self.config = predictor.model.config
+        self.layout = get_layout(self.config.layout)
+        self.entities = get_entity_set(self.config.entity_set)
+        self.size = (width, height)
+
+    def pose(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """keypoints (T, V, 3) and entity boxes (T, K, 4) of one window, boxes made from the window's keypoints."""
+        clip = self.keypoints.load(self.name, window.start, window.end)
+        kp = clip.keypoints.astype(np.float64)
+        boxes, _ = entity_boxes(kp, self.layout, self.entities, self.size, self.predictor.tube_params.smooth_sigma)
+        rel = window.frames - window.start
+        return kp[rel].astype(np.float32), boxes[rel].astype(np.float32)
+
+    def images(self, frames: dict[int, np.ndarray], window: Window, boxes: np.ndarray) -> tuple[np.ndarray,
+                                                                                                np.ndarray]:
+        """tubes (T, K, 3, S, S) and letterboxed frames (T, 3, G, G), uint8."""
+        tp = self.predictor.tube_params
+        tubes = np.stack([crop_boxes(frames[int(i)], boxes[j], tp.size)[0] for j, i in enumerate(window.frames)])
+        globals_ = np.stack([letterbox(frames[int(i)], tp.global_size)[0] for i in window.frames])
+        return tubes, globals_
+
+
+def _stream_windows(video: Path, windows: list[Window], inputs: _WindowInputs,
+                    uses_rgb: bool) -> Iterator[dict[str, np.ndarray]]:
+    """Each window's inputs in order; the video is decoded once and a frame is dropped when no pending window
+    needs it."""
+    if not uses_rgb:
+        for window in windows:
+            kp, boxes = inputs.pose(window)
+            yield {"keypoints": kp, "boxes": boxes}
+        return
+    needed = {int(i) for w in windows for i in w.frames}
+    held: dict[int, np.ndarray] = {}
+    nxt = 0
+    decoded = -1
+    for index, (_, rgb) in enumerate(iter_frames(video)):
+        decoded = index
+        if index in needed:
+            held[index] = rgb
+        while nxt < len(windows) and int(windows[nxt].frames[-1]) <= index:
+            w = windows[nxt]
+            kp, boxes = inputs.pose(w)
+            tubes, frames = inputs.images(held, w, boxes)
+            yield {"tubes": tubes, "frames": frames, "keypoints": kp, "boxes": boxes}
+            nxt += 1
+            first_needed = int(windows[nxt].frames[0]) if nxt < len(windows) else index + 1
+            for i in [i for i in held if i < first_needed]:
+                del held[i]
+    if nxt < len(windows):
+        raise InputError(video, f"decoded {decoded + 1} frames, fewer than its keypoints have: not the video they "
+                                "came from")
+
+
+@torch.no_grad()
+def score_windows(predictor: Predictor, video: Path, keypoints: KeypointSet, name: str, params: PredictParams,
+                  on_window=None) -> pd.DataFrame:
+    """Scores of every window of one video: columns window, start_frame, end_frame, start_s, end_s (the span it
+    owns), then one probability column per class."""
+    model = predictor.model
+    config = model.config
+    group = keypoints._group(name)
+    attrs = dict(group.attrs)
+    n, fps = int(group["detected"].shape[0]), float(attrs["fps"])
+    windows = plan_windows(n, fps, params, predictor.tube_params.frames, config.num_frames)
+    inputs = _WindowInputs(predictor, keypoints, name, attrs["width"], attrs["height"])
+    device = next(model.parameters()).device
+    probs: list[np.ndarray] = []
+    batch: list[dict[str, np.ndarray]] = []
+
+    def run_batch() -> None:
+        tensors = {k: torch.from_numpy(np.stack([b[k] for b in batch])).to(device) for k in batch[0]}
+        probs.append(torch.softmax(model(**tensors).logits.float(), dim=1).cpu().numpy())
+        if on_window is not None:
+            on_window(len(batch))
+        batch.clear()
+
+    model.eval()
+    for item in _stream_windows(video, windows, inputs, config.uses_rgb):
+        batch.append(item)
+        if len(batch) >= params.batch_size:
+            run_batch()
+    if batch:
+        run_batch()
+    spans = window_spans(windows, n, fps)
+    scores = np.concatenate(probs) if probs else np.zeros((0, len(predictor.classes)), np.float32)
+    table = pd.DataFrame({"window": np.arange(len(windows)), "start_frame": [w.start for w in windows],
+                          "end_frame": [w.end for w in windows], "start_s": spans[:, 0], "end_s": spans[:, 1]})
+    return pd.concat([table, pd.DataFrame(scores, columns=predictor.classes)], axis=1)
+
+
+def merge_segments(windows: pd.DataFrame, classes: list[str], min_score: float = 0.0,
+                   top_k: int = 3) -> pd.DataFrame:
+    """Consecutive windows with the same top-1 label (score >= min_score) -> segments: start_s, end_s, label,
+    score, windows, and top-k labels with their mean scores (label_1, score_1, ...)."""
+    columns = ["segment", "start_s", "end_s", "duration_s", "label", "score", "windows"]
+    columns += [c for i in range(1, top_k + 1) for c in (f"label_{i}", f"score_{i}")]
+    if windows.empty:
+        return pd.DataFrame(columns=columns)
+    scores = windows[classes].to_numpy()
+    best = scores.argmax(axis=1)
+    keep = scores.max(axis=1) >= min_score
+    labels = np.where(keep, best, -1)
+    rows = []
+    i = 0
+    while i < len(labels):
+        j = i
+        while j + 1 < len(labels) and labels[j + 1] == labels[i]:
+            j += 1
+        if labels[i] >= 0:
+            mean = scores[i:j + 1].mean(axis=0)
+            order = np.argsort(-mean, kind="stable")[:top_k]
+            start, end = float(windows["start_s"].iloc[i]), float(windows["end_s"].iloc[j])
+            row = {"segment": len(rows), "start_s": start, "end_s": end, "duration_s": end - start,
+                   "label": classes[labels[i]], "score": float(mean[labels[i]]), "windows": j - i + 1}
+            for r, c in enumerate(order, 1):
+                row[f"label_{r}"], row[f"score_{r}"] = classes[c], float(mean[c])
+            rows.append(row)
+        i = j + 1
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarize(timeline: pd.DataFrame, duration_s: float, video: str) -> pd.DataFrame:
+    """Per label of one video: segments (count), total duration and rate per minute of video."""
+    minutes = max(duration_s, 1e-9) / 60
+    if timeline.empty:
+        return pd.DataFrame(columns=["video", "label", "count", "total_s", "rate_per_min", "video_s"])
+    grouped = timeline.groupby("label", sort=True).agg(count=("segment", "size"), total_s=("duration_s", "sum"))
+    out = grouped.reset_index()
+    out.insert(0, "video", video)
+    out["rate_per_min"] = out["count"] / minutes
+    out["video_s"] = duration_s
+    return out[["video", "label", "count", "total_s", "rate_per_min", "video_s"]]
+
+
+def summarize_people(summaries: pd.DataFrame, people: pd.DataFrame) -> pd.DataFrame:
+    """Per person (and group, when given) and label, over all their videos: count, total duration, minutes of
+    video and rate per minute. `people` maps video -> person [-> group]."""
+    keys = ["person", "group"] if "group" in people.columns else ["person"]
+    merged = summaries.merge(people, on="video", how="left")
+    merged["person"] = merged["person"].fillna(merged["video"])
+    minutes = merged.drop_duplicates("video").groupby(keys, dropna=False)["video_s"].sum() / 60
+    out = merged.groupby([*keys, "label"], dropna=False).agg(count=("count", "sum"), total_s=("total_s", "sum"))
+    out = out.reset_index()
+    out["minutes"] = out.set_index(keys).index.map(minutes).to_numpy()
+    out["rate_per_min"] = out["count"] / out["minutes"]
+    return out
+
+
+def read_people(path: str | Path) -> pd.DataFrame:
+    """A CSV with columns video (file name or stem) and person, optionally group."""
+    try:
+        people = pd.read_csv(path, dtype=str)
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"cannot read the people CSV ({e})") from None
+    missing = {"video", "person"} - set(people.columns)
+    if missing:
+        raise InputError(path, f"people CSV lacks column(s) {', '.join(sorted(missing))} (needs video, person"
+                               "[, group])")
+    people["video"] = people["video"].map(lambda v: Path(v).stem)
+    return people
+
+
+@dataclass
+class VideoPrediction:
+    name: str
+    windows: pd.DataFrame
+    timeline: pd.DataFrame
+    summary: pd.DataFrame
+    duration_s: float
+    files: dict[str, Path] = field(default_factory=dict)
+    reused: bool = False
+
+
+@dataclass
+class PredictReport:
+    key: str
+    videos: list[VideoPrediction] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    people: Path | None = None
+    seconds: float = 0.0
+
+
+class PredictProgress:
+    """Callbacks of `run_predict` (the CLI draws them with Rich)."""
+
+    def video(self, name: str, windows: int | None) -> None:
+        """Starting video `name` (`windows` to score, None when its scores are cached)."""
+
+    def windows(self, count: int) -> None:
+        """`count` more windows were scored."""
+
+    def item(self, name: str, error: str | None) -> None:
+        """Video `name` is done (or failed with a one-line `error`)."""
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def write_outputs(prediction: VideoPrediction, out_dir: Path, classes: list[str], plot: bool = True) -> dict:
+    """timeline.csv, timeline.parquet, summary.csv and (with `plot`) timeline.png of one video in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"timeline_csv": out_dir / "timeline.csv", "timeline_parquet": out_dir / "timeline.parquet",
+             "summary_csv": out_dir / "summary.csv"}
+    _write_atomic(files["timeline_csv"], lambda p: prediction.timeline.to_csv(p, index=False))
+    _write_atomic(files["timeline_parquet"], lambda p: prediction.timeline.to_parquet(p, index=False))
+    _write_atomic(files["summary_csv"], lambda p: prediction.summary.to_csv(p, index=False))
+    if plot:
+        files["timeline_png"] = out_dir / "timeline.png"
+        _write_atomic(files["timeline_png"], lambda p: plot_timeline(prediction, classes, p))
+    return files
+
+
+def plot_timeline(prediction: VideoPrediction, classes: list[str], path: Path, top: int = 6) -> None:
+    """Window scores of the most frequent labels over time (top) and the merged segments (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    windows, timeline = prediction.windows, prediction.timeline
+    shown = list(timeline["label"].value_counts().index[:top]) if not timeline.empty else []
+    shown = shown or list(windows[classes].mean().sort_values(ascending=False).index[:top])
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(shown)}
+    fig, (ax_s, ax_t) = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True, height_ratios=[3, 1])
+    centres = (windows["start_s"] + windows["end_s"]) / 2
+    for c in shown:
+        ax_s.plot(centres, windows[c], label=c, color=colours[c], lw=1.2)
+    ax_s.set_ylim(0, 1)
+    ax_s.set_ylabel("window score")
+    ax_s.legend(loc="upper right", fontsize=7, ncol=min(3, max(1, len(shown))))
+    ax_s.set_title(f"{prediction.name}: {len(timeline)} segment(s) over {prediction.duration_s:.1f} s")
+    for _, seg in timeline.iterrows():
+        colour = colours.get(seg["label"], (0.6, 0.6, 0.6, 1.0))
+        ax_t.barh(0, seg["duration_s"], left=seg["start_s"], color=colour, edgecolor="white")
+        if seg["duration_s"] > prediction.duration_s / 40:
+            ax_t.text(seg["start_s"] + seg["duration_s"] / 2, 0, seg["label"], ha="center", va="center", fontsize=6,
+                      rotation=90 if seg["duration_s"] < prediction.duration_s / 12 else 0)
+    ax_t.set_yticks([])
+    ax_t.set_xlabel("seconds")
+    ax_t.set_xlim(0, max(prediction.duration_s, 1e-3))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
+def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | Path | None = None,
+                params: PredictParams = PredictParams(), out_dir: str | Path | None = None,
+                people: str | Path | None = None, plot: bool = True, device: str = "cpu",
+                progress: PredictProgress | None = None, extract_progress=None) -> PredictReport:
+    """Timelines and summaries of every video `inputs` names (files, folders, globs, list files).
+
+    Writes per video ``<out_dir>/<video>/{timeline.csv, timeline.parquet, summary.csv, timeline.png}``, and
+    ``<out_dir>/summary.csv`` over all videos (plus ``summary_by_person.csv`` with a `people` CSV). Default
+    `out_dir`: ``<store>/predict/<key>/results``. Bad videos fail alone with a one-line reason.
+    """
+    store = store if isinstance(store, Store) else Store(store)
+    progress = progress or PredictProgress()
+    started = time.perf_counter()
+    people_table = read_people(people) if people is not None else None
+    predictor = Predictor.load(checkpoint, store, device)
+    sources = resolve_sources(inputs)
+    extract_report = run_extract(inputs, store, predictor.extract_params, progress=extract_progress)
+    keypoints = KeypointSet(store, key=extract_report.key)
+    key = stage_key(predictor, params, extract_report.key)
+    report = PredictReport(key, failed=dict(extract_report.failed))
+    output = store.stage(STAGE, key)
+    out_root = Path(out_dir) if out_dir is not None else output.path / "results"
+    shard = Shard()
+    with store.lock(shard):
+        tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": {"window": params.window,
+                                                                            "stride": params.stride},
+                              "checkpoint": str(predictor.checkpoint), "model": predictor.fingerprint,
+                              "inputs": {"extract": extract_report.key}}, shard)
+        store.set_ref(STAGE, key, {"window": params.window, "stride": params.stride})
+        output.record_run(shard, [s.name for s in sources])
+        for source in sources:
+            if source.name in report.failed:
+                output.record_failure(source.name, source.path, report.failed[source.name])
+                progress.item(source.name, report.failed[source.name])
+                continue
+            try:
+                report.videos.append(_predict_one(source, predictor, keypoints, params, output, tmp, progress))
+            except StoreError:
+                raise
+            except DualnetError as e:
+                output.record_failure(source.name, source.path, str(e))
+                report.failed[source.name] = str(e)
+                progress.item(source.name, str(e))
+                continue
+            output.clear_failure(source.name)
+            progress.item(source.name, None)
+        output.finish(shard)
+    for prediction in report.videos:
+        prediction.files = write_outputs(prediction, out_root / prediction.name, predictor.classes, plot)
+    if report.videos:
+        summaries = pd.concat([p.summary for p in report.videos], ignore_index=True)
+        _write_atomic(out_root / "summary.csv", lambda p: summaries.to_csv(p, index=False))
+        if people_table is not None:
+            report.people = out_root / "summary_by_person.csv"
+            by_person = summarize_people(summaries, people_table)
+            _write_atomic(report.people, lambda p: by_person.to_csv(p, index=False))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _predict_one(source, predictor: Predictor, keypoints: KeypointSet, params: PredictParams, output, tmp: Path,
+                 progress: PredictProgress) -> VideoPrediction:
+    group = keypoints._group(source.name)
+    n, fps = int(group["detected"].shape[0]), float(group.attrs["fps"])
+    duration = n / fps if fps > 0 else float(n)
+    item = output.item_path(source.name)
+    windows_file = item / "windows.parquet"
+    reused = windows_file.is_file() and _item_matches(item, group.attrs["source_fingerprint"])
+    if reused:
+        progress.video(source.name, None)
+        windows = pd.read_parquet(windows_file)
+    else:
+        planned = plan_windows(n, fps, params, predictor.tube_params.frames, predictor.model.config.num_frames)
+        progress.video(source.name, len(planned))
+        windows = score_windows(predictor, Path(source.path), keypoints, source.name, params, progress.windows)
+        work = tmp / f"{source.name}.{uuid.uuid4().hex[:8]}"
+        try:
+            work.mkdir(parents=True)
+            windows.to_parquet(work / "windows.parquet", index=False)
+            write_json_atomic(work / "item.json", {"fingerprint": group.attrs["source_fingerprint"],
+                                                   "frames": n, "fps": fps, "classes": predictor.classes})
+            output.commit(work, source.name)
+        except OSError as e:
+            raise StoreError(f"{output.path}: cannot write item {source.name!r} ({e.strerror or e})") from e
+    timeline = merge_segments(windows, predictor.classes, params.min_score, params.top_k)
+    timeline.insert(0, "video", source.name)
+    summary = summarize(timeline, duration, source.name)
+    return VideoPrediction(source.name, windows, timeline, summary, duration, reused=reused)
+
+
+def _item_matches(item: Path, fingerprint: str) -> bool:
+    try:
+        return json.loads((item / "item.json").read_text())["fingerprint"] == fingerprint
+    except (OSError, ValueError, KeyError):
+        return False

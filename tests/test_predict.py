@@ -1,0 +1,194 @@
+"""`dualnet predict`: windows over a long real video -> segments, summaries, re-use, bounded memory, bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+
+import dualnet
+from conftest import ma52_clips, requires_shared, run_cli
+from pipelines.errors import InputError
+from pipelines.predict import (
+    PredictParams,
+    merge_segments,
+    plan_windows,
+    run_predict,
+    summarize,
+    summarize_people,
+    window_spans,
+)
+from pipelines.store import Store
+from pipelines.train import LabelledClips, TrainParams, train
+from pipelines.tubes import TubeParams, TubeSet, run_tubes
+
+pytestmark = requires_shared
+
+
+def concatenate(clips: list[Path], dst: Path, scale: float = 1.0) -> list[tuple[str, float, float]]:
+    """Write the clips one after the other into one H.264 video, losslessly at scale 1 (the decoded YUV frames go
+    back in unchanged: a tiny model trained on 6 clips is not robust to re-compression); returns (clip stem,
+    start_s, end_s) each."""
+    truth, t = [], 0
+    with av.open(str(dst), "w") as out:
+        stream = None
+        for clip in clips:
+            with av.open(str(clip)) as src:
+                n0 = t
+                for frame in src.decode(video=0):
+                    if stream is None:
+                        stream = out.add_stream("libx264", rate=30)
+                        stream.width = int(frame.width * scale) // 2 * 2
+                        stream.height = int(frame.height * scale) // 2 * 2
+                        stream.pix_fmt = "yuv420p"
+                        stream.options = {"qp": "0", "preset": "ultrafast"}
+                        source = src.streams.video[0].codec_context  # keep BT.709 / range tags: same RGB out
+                        for tag in ("color_range", "colorspace", "color_primaries", "color_trc"):
+                            setattr(stream.codec_context, tag, getattr(source, tag))
+                    image = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
+                    image.pts = None
+                    for packet in stream.encode(image):
+                        out.mux(packet)
+                    t += 1
+            truth.append((clip.stem, n0 / 30, t / 30))
+        for packet in stream.encode():
+            out.mux(packet)
+    return truth
+
+
+@pytest.fixture(scope="module")
+def trained(ma52_store, tmp_path_factory):
+    """A tiny RGB+pose model trained to tell the 6 sample clips apart (each clip its own class), on 48-frame
+    tubes with temporal crops: it must recognise a clip from any 1 s of it, not only from the whole clip."""
+    root = tmp_path_factory.mktemp("predict_store")
+    shutil.copytree(ma52_store.root, root, dirs_exist_ok=True)
+    tube_params = TubeParams(frames=48)
+    run_tubes(Store(root), tube_params)
+    tubes = TubeSet(root, tube_params)
+    names = tuple(tubes.names())
+    clips = LabelledClips(names, tuple(range(len(names))))
+    config = dualnet.preset("tiny", num_classes=len(names))
+    params = TrainParams(epochs=30, batch_size=3, lr=3e-3, flip=0.0, crop_jitter=0.0, colour_jitter=0.0,
+                         temporal_crop=0.3)
+    result = train(config, tubes, clips, None, params, classes=list(names))
+    return Store(root), result.run_dir / "last.pt", list(names)
+
+
+@pytest.fixture(scope="module")
+def concatenated(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("long")
+    video = folder / "six_clips.mp4"
+    truth = concatenate(ma52_clips(), video)
+    return video, truth
+
+
+def test_segments_follow_the_true_clip_boundaries(trained, concatenated, tmp_path):
+    store, checkpoint, classes = trained
+    video, truth = concatenated
+    params = PredictParams(window=1.0, stride=0.5)
+    people = tmp_path / "people.csv"
+    people.write_text(f"video,person,group\n{video.name},P01,control\n")
+    report = run_predict([str(video)], checkpoint, store, params, tmp_path / "out", people=people)
+    assert not report.failed
+    (pred,) = report.videos
+    timeline = pred.timeline
+    assert list(timeline["label"]) == [name for name, _, _ in truth], timeline[["label", "start_s", "end_s"]]
+    for (_, start, end), seg in zip(truth, timeline.itertuples(), strict=True):
+        assert abs(seg.start_s - start) <= params.stride and abs(seg.end_s - end) <= params.stride
+    assert timeline["start_s"].iloc[0] == 0 and timeline["end_s"].iloc[-1] == pytest.approx(truth[-1][2])
+    # the summary counts are the timeline's segments per label, and the files hold the same tables
+    counts = timeline["label"].value_counts()
+    assert dict(zip(pred.summary["label"], pred.summary["count"], strict=True)) == counts.to_dict()
+    out = tmp_path / "out" / video.stem
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "timeline.parquet"), timeline)
+    csv = pd.read_csv(out / "timeline.csv")
+    assert list(csv["label"]) == list(timeline["label"]) and np.allclose(csv["end_s"], timeline["end_s"])
+    assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    by_person = pd.read_csv(report.people)
+    assert set(by_person["person"]) == {"P01"} and by_person["count"].sum() == len(timeline)
+    assert np.allclose(by_person["minutes"], truth[-1][2] / 60)
+
+    # the same video and model again: nothing is computed, the same timeline comes back
+    again = run_predict([str(video)], checkpoint, store, params, tmp_path / "out2")
+    assert again.videos[0].reused and again.key == report.key
+    pd.testing.assert_frame_equal(again.videos[0].windows, pred.windows)
+    # a threshold above every score leaves windows out of segments but changes no cached score
+    strict = run_predict([str(video)], checkpoint, store, PredictParams(window=1.0, stride=0.5, min_score=1.0),
+                         tmp_path / "out3")
+    assert strict.videos[0].reused and strict.videos[0].timeline.empty
+
+
+def test_frames_held_do_not_grow_with_the_video(trained, concatenated, tmp_path):
+    from pipelines import predict as predict_module
+
+    store, checkpoint, _ = trained
+    video, _ = concatenated
+    held = []
+    original = predict_module._WindowInputs.images
+
+    def spy(self, frames, window, boxes):
+        held.append(len(frames))
+        return original(self, frames, window, boxes)
+
+    predict_module._WindowInputs.images = spy
+    try:
+        run_predict([str(video)], checkpoint, store, PredictParams(window=0.8, stride=0.4), tmp_path / "out",
+                    plot=False)
+    finally:
+        predict_module._WindowInputs.images = original
+    config = dualnet.preset("tiny")
+    # two overlapping windows (window = 2 strides) need at most 2 * T distinct frames at once
+    assert len(held) > 10 and max(held) <= 2 * config.num_frames
+
+
+def test_windows_cover_the_video_in_order():
+    params = PredictParams(window=2.0, stride=0.5)
+    windows = plan_windows(300, 30.0, params, 16, 8)
+    assert [w.start for w in windows] == list(range(0, 241, 15))
+    assert all(len(w.frames) == 8 and w.start <= w.frames[0] and w.frames[-1] < w.end for w in windows)
+    spans = window_spans(windows, 300, 30.0)
+    assert spans[0, 0] == 0 and spans[-1, 1] == 10.0 and np.allclose(spans[1:, 0], spans[:-1, 1])
+    short = plan_windows(20, 30.0, params, 16, 8)  # shorter than a window: one window over all of it
+    assert len(short) == 1 and short[0].end == 20
+
+
+def test_merge_and_summary_counts():
+    classes = ["a", "b"]
+    scores = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.55, 0.45], [0.6, 0.4], [0.2, 0.8]])
+    windows = pd.DataFrame({"start_s": np.arange(6) * 0.5, "end_s": np.arange(1, 7) * 0.5})
+    windows[classes] = scores
+    timeline = merge_segments(windows, classes, min_score=0.0, top_k=2)
+    assert list(timeline["label"]) == ["a", "b", "a", "b"]
+    assert list(timeline["windows"]) == [2, 1, 2, 1] and timeline["score"].iloc[0] == pytest.approx(0.85)
+    assert list(timeline["label_2"]) == ["b", "a", "b", "a"]
+    gapped = merge_segments(windows, classes, min_score=0.65)  # windows 3 and 4 fall below: a gap
+    assert list(zip(gapped["label"], gapped["start_s"], gapped["end_s"], strict=True)) == [
+        ("a", 0.0, 1.0), ("b", 1.0, 1.5), ("b", 2.5, 3.0)]
+    summary = summarize(timeline, 120.0, "v")
+    assert summary.set_index("label")["count"].to_dict() == {"a": 2, "b": 2}
+    assert summary.set_index("label")["rate_per_min"].to_dict() == {"a": 1.0, "b": 1.0}
+    assert summary.set_index("label")["total_s"].to_dict() == {"a": 2.0, "b": 1.0}
+    second = summarize(timeline.iloc[:1], 60.0, "w")
+    people = pd.DataFrame({"video": ["v", "w"], "person": ["P", "P"]})
+    by_person = summarize_people(pd.concat([summary, second]), people).set_index("label")
+    assert by_person.loc["a", "count"] == 3 and by_person.loc["a", "minutes"] == 3.0
+    assert by_person.loc["a", "rate_per_min"] == 1.0
+
+
+def test_bad_inputs_fail_with_one_line(trained, tmp_path):
+    store, checkpoint, _ = trained
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(InputError, match="broken.pt: not a dualnet checkpoint"):
+        run_predict([str(ma52_clips()[0])], broken, store)
+    with pytest.raises(ValueError, match="stride"):
+        PredictParams(window=1.0, stride=2.0)
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video")
+    result = run_cli("predict", str(not_video), "--checkpoint", str(checkpoint), "--store", str(store.root))
+    assert result.returncode == 1
+    assert f"{not_video}:" in result.stderr and "Traceback" not in result.stderr
