@@ -547,6 +547,29 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint `dualnet train` wrote.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (a .json with inputs and classes goes "
+                                                      "beside it).")],
+    check: Annotated[bool, typer.Option(help="Run ONNX Runtime and torch on a random batch and compare.")] = True,
+) -> None:
+    """Export a trained model to ONNX for inference without the training stack."""
+    from pipelines.export import compare_onnx, export_onnx
+
+    try:
+        path = export_onnx(checkpoint, onnx)
+        if check:
+            diff = compare_onnx(checkpoint, path)
+            console.print(f"ONNX Runtime vs torch on a batch of 3: max |logit difference| = {diff:.2e}",
+                          highlight=False)
+            if diff > 1e-4:
+                fail(f"{path}: ONNX Runtime and torch disagree by {diff:.2e} (> 1e-4)", 1)
+    except DualnetError as e:
+        fail(str(e))
+    print(path)
+
+
 @app.command("demo-data")
 def demo_data(
     dest: Annotated[Path, typer.Option(help="Where downloaded clips go.")] = Path("cache/demo/ma52"),

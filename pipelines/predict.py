@@ -35,7 +35,7 @@ from dualnet.model import MicroDualNet
 from pipelines.crops import crop_boxes, letterbox, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.extract import ExtractParams, run_extract
-from pipelines.hashing import stable_hash
+from pipelines.hashing import hash_file, stable_hash
 from pipelines.keypoints import KeypointSet
 from pipelines.sources import resolve_sources
 from pipelines.store import Shard, Store, write_json_atomic
@@ -81,8 +81,14 @@ class Predictor:
     extract_params: ExtractParams
 
     @classmethod
-    def load(cls, checkpoint: str | Path, store: Store, device: str = "cpu") -> Predictor:
-        """Load `checkpoint`; inputs are made as its training inputs were (older checkpoints: defaults)."""
+    def load(cls, checkpoint: str | Path, store: Store | None = None, device: str = "cpu",
+             check_layout: bool = True) -> Predictor:
+        """Load `checkpoint`; inputs are made as its training inputs were (older checkpoints: defaults).
+
+        Args:
+            store: Memoises the checkpoint's content fingerprint (else it is hashed here).
+            check_layout: Require a model that a pose backend can feed from video (predict does; export need not).
+        """
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise InputError(checkpoint, "checkpoint not found")
@@ -98,21 +104,24 @@ class Predictor:
         if tube_params.entity_set != config.entity_set:
             tube_params = TubeParams(entity_set=config.entity_set)
         keypoints = data.get("keypoints") or {}
-        if keypoints.get("stage", "extract") != "extract":
+        extract_fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in keypoints.get("params", {}).items()
+                          if k in ExtractParams.__dataclass_fields__} if keypoints.get("stage") == "extract" else {}
+        extract_params = ExtractParams(**extract_fields)
+        if check_layout and keypoints.get("stage", "extract") != "extract":
             raise InputError(checkpoint, f"was trained on imported keypoints ({keypoints.get('layout')}); predict "
                                          "runs a pose model on video, so it needs a model trained on `extract` output")
-        extract_fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in keypoints.get("params", {}).items()
-                          if k in ExtractParams.__dataclass_fields__}
-        extract_params = ExtractParams(**extract_fields)
-        if extract_params.layout != config.layout:
+        if check_layout and extract_params.layout != config.layout:
             raise InputError(checkpoint, f"model layout {config.layout!r} is not what any pose backend gives "
                                          "(mediapipe_holistic, coco_wholebody)")
         classes = state.get("classes") or [f"class_{i}" for i in range(config.num_classes)]
-        fingerprints = store.fingerprints()
-        try:
-            fingerprint = fingerprints.fingerprint(checkpoint)
-        finally:
-            fingerprints.close()
+        if store is None:
+            fingerprint = hash_file(checkpoint)
+        else:
+            fingerprints = store.fingerprints()
+            try:
+                fingerprint = fingerprints.fingerprint(checkpoint)
+            finally:
+                fingerprints.close()
         return cls(model, checkpoint, fingerprint, list(classes), tube_params, extract_params)
 
 
