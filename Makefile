@@ -9,7 +9,12 @@ STAMP := $(VENV)/.installed
 STORE ?= cache
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench bench-jhmdb lint
+.PHONY: setup test demo bench bench-jhmdb bench-predict lint reproduce-ma52 reproduce-imigue
+# reproduce-*: NPROC > 1 trains under torchrun (one process per GPU); RUN_ARGS adds `dualnet run` options, e.g.
+# RUN_ARGS="--set model.preset=tiny --set train.epochs=2" for a CPU smoke run.
+NPROC ?= 1
+RUN_ARGS ?=
+LAUNCH = $(if $(filter 1,$(NPROC)),$(PY),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC))
 
 setup: $(STAMP)
 
@@ -44,3 +49,20 @@ bench-jhmdb: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dualnet pipelines cli tests bench
+
+bench-predict: $(STAMP)
+	$(PY) bench/bench_predict.py --out bench/results/predict.json
+
+# One experiment end to end: cut/extract/tubes (one process), train (NPROC processes), eval (one process).
+define reproduce
+	test -n "$(2)" || { echo "set $(3)=<dataset root> (see the README)"; exit 2; }
+	$(VENV)/bin/dualnet run configs/$(1).toml --root "$(2)" --store $(STORE) --stages cut,extract,tubes $(RUN_ARGS)
+	$(LAUNCH) -m cli run configs/$(1).toml --root "$(2)" --store $(STORE) --stages train $(RUN_ARGS)
+	$(VENV)/bin/dualnet run configs/$(1).toml --root "$(2)" --store $(STORE) --stages eval $(RUN_ARGS)
+endef
+
+reproduce-ma52: $(STAMP)
+	$(call reproduce,ma52,$(MA52_ROOT),MA52_ROOT)
+
+reproduce-imigue: $(STAMP)
+	$(call reproduce,imigue,$(IMIGUE_ROOT),IMIGUE_ROOT)

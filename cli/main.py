@@ -312,32 +312,15 @@ def show(
 
 
 def _load_index(dataset: str, root: Path, protocol: str, split: int):
-    from pipelines import datasets
+    from pipelines.datasets import load_index
 
-    if dataset == "ma52":
-        return datasets.ma52(root, protocol=protocol)
-    if dataset == "jhmdb":
-        return datasets.jhmdb(root, split)
-    if dataset not in datasets.ADAPTERS:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(datasets.ADAPTERS)}")
-    return datasets.ADAPTERS[dataset](root)
+    return load_index(dataset, root, protocol, split)
 
 
 def _labelled(index, split: str, available: set[str], fine_to_coarse: bool, unlabelled: bool = False):
-    """The clips of one split that have tubes, as LabelledClips (the clip's source stem names its tubes).
+    from pipelines.datasets import labelled_clips
 
-    With `unlabelled`, clips without a label (MA-52's test split) are kept with label -1."""
-    from pipelines.train import LabelledClips
-
-    clips = [c for c in index.split(split) if Path(c.source).stem in available]
-    if unlabelled:
-        return LabelledClips(tuple(Path(c.source).stem for c in clips),
-                             tuple(-1 if c.label is None else c.label for c in clips)) if clips else None
-    clips = [c for c in clips if c.label is not None]
-    if not clips:
-        return None
-    coarse = tuple(c.coarse for c in clips) if fine_to_coarse and all(c.coarse is not None for c in clips) else None
-    return LabelledClips(tuple(Path(c.source).stem for c in clips), tuple(c.label for c in clips), coarse)
+    return labelled_clips(index, split, available, fine_to_coarse, unlabelled)
 
 
 class RichTrainProgress:
@@ -461,7 +444,9 @@ def eval_(
         if index.coarse_classes:
             mapping = {c.label: c.coarse for c in index.clips if c.label is not None and c.coarse is not None}
             fine_to_coarse = np.array([mapping.get(i, 0) for i in range(len(index.classes))])
-        by_stem = {Path(c.source).stem: Path(c.source).name for c in index.split(split)}
+        from pipelines.datasets import item_name
+
+        by_stem = {item_name(c): Path(c.source).name for c in index.split(split)}
         ids = [by_stem[n] for n in clips.names] if submission else None
         out_dir = checkpoint.parent / f"eval-{split}"
         if submission and all(label < 0 for label in clips.labels):
@@ -568,6 +553,31 @@ def export(
     except DualnetError as e:
         fail(str(e))
     print(path)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML (configs/ma52.toml, configs/imigue.toml).")],
+    root: Annotated[Path, typer.Option(help="The dataset's root folder (the paths in [dataset] are under it).")],
+    store: StoreOption = Path("cache"),
+    stages: Annotated[str, typer.Option(help="Comma-separated: cut, extract, tubes, train, eval.")
+                      ] = "cut,extract,tubes,train,eval",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: table.field=value (repeatable).")
+                    ] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader workers in train and eval.")] = 0,
+) -> None:
+    """Every stage of an experiment from a TOML config; each stage resumes and skips what is done."""
+    from pipelines.reproduce import load_config, run_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+        report = run_config(cfg, root, store, [s.strip() for s in stages.split(",") if s.strip()], workers)
+    except (ValueError, KeyError, TypeError) as e:
+        fail(f"{config}: {str(e).strip(chr(39) + chr(34))}")
+    except DualnetError as e:
+        fail(str(e))
+    for line in report.lines:
+        console.print(line, highlight=False)
 
 
 @app.command("demo-data")

@@ -62,6 +62,13 @@ class ClipIndex:
         return table.reindex(order)
 
 
+def _require(*paths: Path) -> None:
+    """A dataset file that is missing fails as one line naming it (not a traceback from deep inside a reader)."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(path, "not found" if not Path(path).exists() else "is not a file")
+
+
 def _int(text: str, where: str, what: str) -> int:
     try:
         return int(text)
@@ -119,6 +126,8 @@ def ma52(annotations: str | Path, video_root: str | Path | None = None, protocol
             their id, form val. Test is unchanged (labels hidden).
     """
     root = Path(annotations)
+    _require(root / "label_name.txt", root / "fine_to_coarse.tsv",
+             *(root / f"{split}_list_videos.txt" for split in ("train", "val", "test")))
     classes = read_label_names(root / "label_name.txt")
     fine_to_coarse, coarse_classes = read_fine_to_coarse(root / "fine_to_coarse.tsv")
     videos = Path(video_root) if video_root is not None else root
@@ -135,6 +144,8 @@ def ma52(annotations: str | Path, video_root: str | Path | None = None, protocol
             video, label_text = parts
             label = _check_label(_int(label_text, where, "label"), classes, where)
             vid = Path(video).stem
+            video = f"{split}/{video}" if not (videos / video).exists() and (videos / split / video).exists() \
+                else video
             if split == "test":  # hidden: the lists carry 0 for every test clip
                 clips.append(Clip(vid, str(videos / video), "test", subject=ma52_subject(vid)))
             else:
@@ -170,6 +181,7 @@ def imigue(segments_csv: str | Path, source_root: str | Path | None = None, clas
     """
     path = Path(segments_csv)
     root = Path(source_root) if source_root is not None else path.parent
+    _require(path, *([Path(class_names)] if class_names else []))
     classes = _read_class_file(Path(class_names)) if class_names else []
     test = set(test_subjects or [])
     rows = []
@@ -270,6 +282,7 @@ def generic_csv(path: str | Path, root: str | Path | None = None) -> ClipIndex:
     """``path,label[,split,start,end,subject]`` with a header; labels are class names (sorted) or integers."""
     path = Path(path)
     base = Path(root) if root is not None else path.parent
+    _require(path)
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if not {"path", "label"} <= set(reader.fieldnames or []):
@@ -292,3 +305,43 @@ def generic_csv(path: str | Path, root: str | Path | None = None) -> ClipIndex:
 
 
 ADAPTERS = {"ma52": ma52, "imigue": imigue, "jhmdb": jhmdb, "pyskl": pyskl, "csv": generic_csv}
+
+
+# -- from an index to training inputs ---------------------------------------------------------------------------------
+def load_index(dataset: str, root: str | Path, protocol: str = "official", split: int = 1,
+               video_root: str | Path | None = None) -> ClipIndex:
+    """The ClipIndex of a dataset by name (ma52 | imigue | jhmdb | pyskl | csv)."""
+    if dataset == "ma52":
+        return ma52(root, video_root, protocol=protocol)
+    if dataset == "jhmdb":
+        return jhmdb(root, split)
+    if dataset not in ADAPTERS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(ADAPTERS)}")
+    return ADAPTERS[dataset](root)
+
+
+def item_name(clip: Clip) -> str:
+    """The store item (keypoints, tubes) of a clip: its video's stem, or its id for a segment cut from a longer
+    video (`dualnet run` cuts those into their own files first)."""
+    if clip.start is not None or clip.end is not None:
+        return clip.clip_id
+    return Path(clip.source).stem
+
+
+def labelled_clips(index: ClipIndex, split: str, available: set[str], fine_to_coarse: bool = True,
+                   unlabelled: bool = False):
+    """The clips of one split that have tubes (or keypoints) in `available`, as LabelledClips.
+
+    With `unlabelled`, clips without a label (MA-52's test split) are kept with label -1. Returns None when no
+    clip qualifies."""
+    from pipelines.train import LabelledClips
+
+    clips = [c for c in index.split(split) if item_name(c) in available]
+    if unlabelled:
+        return LabelledClips(tuple(item_name(c) for c in clips),
+                             tuple(-1 if c.label is None else c.label for c in clips)) if clips else None
+    clips = [c for c in clips if c.label is not None]
+    if not clips:
+        return None
+    coarse = tuple(c.coarse for c in clips) if fine_to_coarse and all(c.coarse is not None for c in clips) else None
+    return LabelledClips(tuple(item_name(c) for c in clips), tuple(c.label for c in clips), coarse)

@@ -44,7 +44,7 @@ def default_store_root() -> Path:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def safe_name(name: str) -> str:
@@ -275,7 +275,7 @@ class StageOutput:
         for dirpath, _, files in os.walk(self.path if "epochs" in manifest else self.items_dir):
             for f in files:
                 size += os.stat(os.path.join(dirpath, f)).st_size
-        updated = dt.datetime.fromtimestamp(latest, dt.timezone.utc).isoformat(timespec="seconds")
+        updated = dt.datetime.fromtimestamp(latest, dt.UTC).isoformat(timespec="seconds")
         return StageSummary(self.stage, self.key, manifest.get("params", {}), len(done), len(failed), total, size,
                             updated, current)
 

@@ -1,0 +1,196 @@
+"""`dualnet run CONFIG.toml`: every stage of one experiment from a TOML file (``configs/ma52.toml``,
+``configs/imigue.toml``), each stage resumable and content-hashed as when run alone.
+
+Tables: ``[dataset]`` (name, protocol, lists/CSV relative to the dataset root, where the videos are), ``[extract]``,
+``[tubes]``, ``[model]`` (a preset plus any ModelConfig field), ``[train]`` (TrainParams fields, plus
+``train_split``/``val_split``) and ``[eval]`` (split, submission). ``--set table.field=value`` overrides any value
+(the value is read as TOML, so ``--set train.epochs=2`` is an integer and ``--set model.preset=tiny`` a string).
+
+Stages in order: ``cut`` (segments of long videos into clip files; datasets whose clips are frame ranges),
+``extract``, ``tubes``, ``train``, ``eval``. ``train`` alone may run under torchrun (several GPUs); the other stages
+are single-process and must not.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.errors import InputError
+
+STAGES = ("cut", "extract", "tubes", "train", "eval")
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    """The TOML file as a dict, with ``table.field=value`` overrides applied."""
+    path = Path(path)
+    try:
+        config = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise InputError(path, e.strerror or "cannot be read") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(path, f"not valid TOML ({e})") from None
+    config = copy.deepcopy(config)
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        table, dot, key = name.strip().partition(".")
+        if not sep or not dot or not key:
+            raise InputError(path, f"override {item!r} is not table.field=value")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()  # a bare word: a string
+        config.setdefault(table, {})[key] = value
+    for table in config:
+        if table not in ("dataset", "extract", "tubes", "model", "train", "eval"):
+            raise InputError(path, f"unknown table [{table}]")
+    return config
+
+
+@dataclass
+class RunReport:
+    """What each stage did (one line each) and where its results are."""
+
+    lines: list[str] = field(default_factory=list)
+    report: Path | None = None
+    submission: Path | None = None
+    checkpoint: Path | None = None
+
+
+def _index(config: dict, root: Path):
+    from pipelines.datasets import imigue, load_index
+
+    ds = config.get("dataset", {})
+    name = ds.get("name")
+    if name is None:
+        raise InputError("config", "[dataset] needs a name (ma52, imigue, jhmdb, pyskl, csv)")
+    if name == "imigue":
+        classes = root / ds["classes"] if ds.get("classes") else None
+        return imigue(root / ds.get("segments", "segments.csv"), root / ds.get("videos", "videos"), classes,
+                      ds.get("test_subjects"))
+    if name == "ma52":
+        return load_index("ma52", root / ds.get("annotations", "annotations"), ds.get("protocol", "official"),
+                          video_root=root / ds.get("videos", "videos"))
+    return load_index(name, root / ds.get("annotations", ""), ds.get("protocol", "official"), ds.get("split", 1))
+
+
+def _clip_videos(config: dict, root: Path, store: Path, index) -> tuple[list[str], list[str]]:
+    """Video files of every clip (segments: their cut files) and the cut step's report lines."""
+    segmented = [c for c in index.clips if c.start is not None or c.end is not None]
+    if not segmented:
+        return sorted({c.source for c in index.clips}), []
+    from pipelines.segments import cut_segments
+
+    files, failed = cut_segments(segmented, store / "clips" / index.name)
+    lines = [f"cut: {len(files)} segment clip(s) in {store / 'clips' / index.name}, {len(failed)} failed"]
+    lines += [f"  {msg}" for msg in list(failed.values())[:5]]
+    return [str(f) for f in files], lines
+
+
+def run_config(config: dict, root: str | Path, store: str | Path, stages: list[str] | None = None,
+               workers: int = 0) -> RunReport:
+    """Run `stages` (default: all) of the experiment `config` describes on the dataset at `root`."""
+    import dualnet
+    from pipelines.datasets import labelled_clips
+    from pipelines.extract import ExtractParams, run_extract
+    from pipelines.keypoints import KeypointSet
+    from pipelines.store import Store
+    from pipelines.train import TrainParams, train
+    from pipelines.tubes import TubeParams, TubeSet, run_tubes
+
+    root, store_path = Path(root), Path(store)
+    stages = list(stages or STAGES)
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
+    st = Store(store_path)
+    report = RunReport()
+    index = _index(config, root)
+    ext = dict(config.get("extract", {}))
+    extract_workers = int(ext.pop("workers", 1))
+    extract_params = ExtractParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in ext.items()})
+    tube_params = TubeParams(**config.get("tubes", {}))
+    train_cfg = dict(config.get("train", {}))
+    train_split, val_split = train_cfg.pop("train_split", "train"), train_cfg.pop("val_split", "val")
+    params = TrainParams(**train_cfg)
+    if "cut" in stages or "extract" in stages:
+        videos, lines = _clip_videos(config, root, store_path, index)
+        report.lines += lines
+        if "extract" in stages:
+            r = run_extract(videos, st, extract_params, workers=extract_workers)
+            report.lines.append(f"extract {r.key}: {len(r.processed)} processed, {len(r.skipped)} skipped, "
+                                f"{len(r.failed)} failed ({r.seconds:.0f} s)")
+    keypoints = None
+    if "tubes" in stages:
+        keypoints = KeypointSet(st, extract_params)
+        r = run_tubes(st, tube_params, keypoints)
+        report.lines.append(f"tubes {r.key}: {len(r.processed)} processed, {len(r.skipped)} skipped, "
+                            f"{len(r.failed)} failed ({r.seconds:.0f} s)")
+    if "train" in stages or "eval" in stages:
+        keypoints = keypoints or KeypointSet(st, extract_params)
+        tubes = TubeSet(st, tube_params, keypoints)
+        available = set(tubes.names())
+        train_clips = labelled_clips(index, train_split, available)
+        if train_clips is None:
+            raise InputError(root, f"no labelled clip of split {train_split!r} has tubes in {store_path}")
+        val_clips = labelled_clips(index, val_split, available) if val_split else None
+        model_cfg = dict(config.get("model", {}))
+        name = model_cfg.pop("preset", "paper")
+        coarse_head = model_cfg.pop("coarse_head", True) and train_clips.coarse is not None
+        model = dualnet.preset(name, **{"num_classes": len(index.classes),
+                                        "num_coarse": len(index.coarse_classes) if coarse_head else 0,
+                                        "entity_set": tube_params.entity_set,
+                                        "layout": extract_params.layout, **model_cfg})
+        if not coarse_head:
+            train_clips = type(train_clips)(train_clips.names, train_clips.labels, None)
+        result = train(model, tubes, train_clips, val_clips, params, st, num_workers=workers,
+                       classes=list(index.classes)) if "train" in stages else None
+        if result is not None:
+            verb = "already trained" if result.reused else f"trained {result.epochs_run} epoch(s)"
+            report.lines.append(f"train {result.key}: {verb} -> {result.run_dir}")
+        run_dir = result.run_dir if result is not None else None
+        if run_dir is None:
+            from pipelines.train import run_key
+
+            run_dir = st.stage("train", run_key(model, params, tubes, train_clips, val_clips)).path
+        report.checkpoint = run_dir / ("best.pt" if (run_dir / "best.pt").exists() else "last.pt")
+        if "eval" in stages:
+            _evaluate(config, index, tubes, available, report)
+    return report
+
+
+def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport) -> None:
+    import numpy as np
+
+    from pipelines.datasets import item_name, labelled_clips
+    from pipelines.evaluate import predict_submission, run_eval
+
+    ev = config.get("eval", {})
+    checkpoint = report.checkpoint
+    if not checkpoint.is_file():
+        raise InputError(checkpoint, "no checkpoint: run the train stage first")
+    fine_to_coarse = None
+    if index.coarse_classes:
+        mapping = {c.label: c.coarse for c in index.clips if c.label is not None and c.coarse is not None}
+        fine_to_coarse = np.array([mapping.get(i, 0) for i in range(len(index.classes))])
+    split = ev.get("split", "val")
+    clips = labelled_clips(index, split, available)
+    if clips is not None:
+        result = run_eval(checkpoint, tubes, clips, index.classes, checkpoint.parent / f"eval-{split}",
+                          index.coarse_classes or None, fine_to_coarse)
+        report.report = result.report_html
+        metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if "top" in k or "f1_mean" in k)
+        report.lines.append(f"eval {split}: {metrics} -> {result.report_html}")
+        (checkpoint.parent / f"eval-{split}" / "run.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+    submission_split = ev.get("submission_split")
+    if submission_split:
+        test = labelled_clips(index, submission_split, available, unlabelled=True)
+        if test is not None:
+            ids = {item_name(c): Path(c.source).name for c in index.split(submission_split)}
+            report.submission = predict_submission(checkpoint, tubes, test, fine_to_coarse,
+                                                   [ids[n] for n in test.names],
+                                                   checkpoint.parent / f"eval-{submission_split}")
+            report.lines.append(f"submission ({submission_split}, {len(test.names)} clips) -> {report.submission}")
