@@ -158,8 +158,8 @@ def _fill_gaps(values: np.ndarray) -> np.ndarray:
 
 
 def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing over time with edge padding. values: (T, C)."""
-    if sigma <= 0 or len(values) < 2:
+    """Gaussian smoothing over time with edge padding (none below a thousandth of a frame). values: (T, C)."""
+    if sigma < 1e-3 or len(values) < 2:
         return values
     radius = int(np.ceil(2 * sigma))
     weights = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)

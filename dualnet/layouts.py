@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 # MediaPipe Pose's 33 body landmarks, in the order the model emits them (lower-cased from `PoseLandmark`).
 _MP_BODY = (
     "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
@@ -242,3 +244,18 @@ def get_layout(name: str) -> Layout:
         LAYOUTS.setdefault(layout.name, layout)  # items name their layout; later lookups by name find it
         return layout
     raise KeyError(f"unknown keypoint layout {name!r}; known: {', '.join(sorted(LAYOUTS))} (or a layout .json file)")
+
+
+def convert_keypoints(keypoints: np.ndarray, source: Layout, target: Layout) -> np.ndarray:
+    """Keypoints (..., V_source, 3) in `source` order -> (..., V_target, 3) in `target` order: every joint both
+    layouts name is carried over unchanged, the target's other joints are NaN (missing)."""
+    if keypoints.shape[-2:] != (source.num_keypoints, 3):
+        raise ValueError(f"keypoints of shape {keypoints.shape} do not fit layout {source.name} "
+                         f"({source.num_keypoints} keypoints)")
+    out = np.full((*keypoints.shape[:-2], target.num_keypoints, 3), np.nan, dtype=np.result_type(keypoints,
+                                                                                                np.float32))
+    pairs = target.shared_with(source)
+    if pairs:
+        mine, theirs = (list(x) for x in zip(*pairs, strict=True))
+        out[..., mine, :] = keypoints[..., theirs, :]
+    return out
