@@ -607,3 +607,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted: finished items are kept; re-run to resume")
         sys.exit(130)
+    except OSError as e:  # a disk fault no stage turned into a StoreError: still one line, never a traceback
+        where = e.filename or "the store"
+        err_console.print(f"[bold red]error:[/] {where}: {e.strerror or e}", highlight=False, soft_wrap=True)
+        sys.exit(2)

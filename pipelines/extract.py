@@ -179,8 +179,8 @@ def _process_one(source: VideoSource, fingerprint: str, params: ExtractParams, o
     group_path = tmp / f"{source.name}.{uuid.uuid4().hex[:8]}"
     try:
         n = extract_video(source, fingerprint, params, estimator, group_path, on_frames)
-    except InputError:
-        shutil.rmtree(group_path, ignore_errors=True)  # the half-written item of a bad video
+    except (InputError, StoreError):
+        shutil.rmtree(group_path, ignore_errors=True)  # the half-written item (a bad video, a full disk)
         raise
     try:
         output.commit(group_path, source.name)

@@ -10,6 +10,7 @@ ends where an uninterrupted run ends.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from dualnet.entities import flip_order, get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
 from dualnet.transforms import hflip_clip
-from pipelines.errors import DualnetError
+from pipelines.errors import DualnetError, StoreError
 from pipelines.hashing import stable_hash
 from pipelines.metrics import evaluate
 from pipelines.store import Shard, Store, write_json_atomic
@@ -255,11 +256,39 @@ def _barrier(world: int) -> None:
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
+    """Write a checkpoint whole or not at all; a full or read-only disk is a StoreError naming the file (the
+    previous checkpoint stays as it was)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buffer = io.BytesIO()  # serialised first: torch's own writer turns ENOSPC into an unreadable message
+    torch.save(obj, buffer)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"{path}: cannot write checkpoint ({e.strerror or e})") from None
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Rewrite a small file atomically (a kill mid-write must not cut the training history short)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def _append_line(path: Path, record: dict) -> None:
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise StoreError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def _inputs(batch: dict) -> dict:
@@ -407,7 +436,7 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
         history = [json.loads(line) for line in history_path.read_text().splitlines()
                    if line.strip()][:start_epoch] if history_path.exists() else []
         if rank == 0:
-            history_path.write_text("".join(json.dumps(h) + "\n" for h in history))  # drop a half-epoch's line
+            _replace_text(history_path, "".join(json.dumps(h) + "\n" for h in history))  # drop a half-epoch's line
     progress.start(params.epochs, start_epoch, steps_per_epoch)
     val_loader = None
     if val_clips is not None and len(val_clips.names):
@@ -453,8 +482,7 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
             pred = predict(model, val_loader, dev)
             record.update({f"val_{k}": v for k, v in evaluate(pred["scores"], pred["labels"]).items()})
         history.append(record)
-        with open(history_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        _append_line(history_path, record)
         metric = record.get("val_top1", -record["train_loss"])
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "config": asdict(config), "params": asdict(params),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -211,6 +212,7 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
                 write_pack(tmp / pack, pending, params)
                 output.commit(tmp / pack, pack)
             except OSError as e:
+                shutil.rmtree(tmp / pack, ignore_errors=True)  # give back what the half pack took (a full disk)
                 raise StoreError(f"{output.path}: cannot write pack {pack} ({e.strerror or e})") from e
             for clip in pending:
                 output.clear_failure(clip.name)
