@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 STORE ?= cache
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench bench-jhmdb bench-predict lint reproduce-ma52 reproduce-imigue
+.PHONY: setup test demo bench bench-jhmdb bench-predict bench-scale lint reproduce-ma52 reproduce-imigue
 # reproduce-*: NPROC > 1 trains under torchrun (one process per GPU); RUN_ARGS adds `dualnet run` options, e.g.
 # RUN_ARGS="--set model.preset=tiny --set train.epochs=2" for a CPU smoke run.
 NPROC ?= 1
@@ -49,6 +49,9 @@ bench-jhmdb: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dualnet pipelines cli tests bench
+
+bench-scale: $(STAMP)
+	$(PY) bench/bench_scale.py --out bench/results/scale.json
 
 bench-predict: $(STAMP)
 	$(PY) bench/bench_predict.py --out bench/results/predict.json

@@ -47,6 +47,7 @@ class FingerprintCache:
 
     def __init__(self, db_path: str | Path | None):
         self._db: sqlite3.Connection | None = None
+        self._pending = 0
         if db_path is not None:
             try:
                 self._db = sqlite3.connect(str(db_path), timeout=30)
@@ -75,12 +76,20 @@ class FingerprintCache:
                 self._db.execute(
                     "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?, ?)", (real, *stat_key, digest)
                 )
-                self._db.commit()
+                self._pending += 1
+                if self._pending >= 256:  # one commit per file made a first pass over 20,000 files take ~20 s
+                    self._db.commit()
+                    self._pending = 0
             except sqlite3.OperationalError:
                 pass  # read-only or full disk: the digest is still right, only not memoised
         return digest
 
     def close(self) -> None:
+        """Commit what is memoised and close (a cache killed before closing only re-hashes those files)."""
         if self._db is not None:
+            try:
+                self._db.commit()
+            except sqlite3.OperationalError:
+                pass
             self._db.close()
             self._db = None

@@ -103,6 +103,17 @@ def _item_attrs(layout: Layout, fps: float, width: int | None, height: int | Non
             "source_fingerprint": fingerprint, "coordinates": coordinates, **(extra or {})}
 
 
+def item_attributes(item_path: Path) -> dict | None:
+    """A finished item's attributes (layout, fps, frame size, source), or None when absent or unreadable.
+
+    Reads the group's small zarr.json directly: 20,000 items must not mean opening 20,000 zarr groups."""
+    try:
+        with open(item_path / "zarr.json") as f:
+            return json.load(f)["attributes"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def item_fingerprint(item_path: Path) -> str | None:
     """The source fingerprint a finished item records, or None when the item is absent or unreadable.
 
@@ -113,3 +124,40 @@ def item_fingerprint(item_path: Path) -> str | None:
             return json.load(f)["attributes"]["source_fingerprint"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def write_keypoint_items(items: list[dict], concurrency: int = 64) -> None:
+    """Write many items (each a dict of `write_keypoint_item`'s arguments) through one trip into zarr's event loop,
+    `concurrency` at a time: ~4x faster than one `write_keypoint_item` call each, whose time is mostly zarr's
+    per-call synchronisation (for imports and store fills of tens of thousands of clips)."""
+    import asyncio
+
+    import zarr.api.asynchronous as za
+    from zarr.core.sync import sync
+
+    async def one(item: dict) -> None:
+        kp = item["keypoints"]
+        layout = item["layout"]
+        t, v, c = kp.shape
+        if v != layout.num_keypoints or c != 3:
+            raise ValueError(f"keypoints of shape {kp.shape} do not fit layout {layout.name} "
+                             f"({layout.num_keypoints} keypoints)")
+        group = await za.open_group(store=item["group_path"], mode="w")
+        attrs = _item_attrs(layout, item["fps"], item["width"], item["height"], item["source_name"],
+                            item["source_path"], item["fingerprint"],
+                            item.get("coordinates", "x, y in pixels of the source frame; score in [0, 1]; NaN where "
+                                                    "not detected"), item.get("extra"))
+        await group.update_attributes({**attrs, "num_frames": t})
+        chunk = min(max(t, 1), CHUNK_FRAMES)
+        arrays = (("keypoints", kp.astype(item.get("dtype", "float32")), (chunk, v, 3)),
+                  ("detected", np.asarray(item["detected"], dtype=bool), (chunk,)),
+                  ("timestamps", np.asarray(item["timestamps"], dtype=np.float64), (chunk,)))
+        for name, data, chunks in arrays:
+            array = await group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks)
+            await array.setitem(slice(None), data)
+
+    async def all_items() -> None:
+        for start in range(0, len(items), concurrency):
+            await asyncio.gather(*(one(item) for item in items[start:start + concurrency]))
+
+    sync(all_items())

@@ -34,6 +34,7 @@ from dualnet.layouts import get_layout
 from pipelines.crops import crop_boxes, letterbox, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import stable_hash
+from pipelines.keypoint_format import item_attributes
 from pipelines.keypoints import KeypointSet
 from pipelines.store import Shard, StageOutput, Store
 from pipelines.video import iter_frames
@@ -194,7 +195,9 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
         done = pack_index(output)
         todo = []
         for name in wanted:
-            attrs = keypoints._group(name).attrs
+            attrs = item_attributes(keypoints.output.item_path(name))
+            if attrs is None:
+                raise StoreError(f"{keypoints.output.item_path(name)}: no keypoints for clip {name!r}")
             fingerprint = attrs["source_fingerprint"]
             if name in done and done[name][2] == fingerprint:
                 report.skipped.append(name)

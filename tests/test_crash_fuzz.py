@@ -36,11 +36,13 @@ def kill_times(stage: str, count: int, low: float, high: float) -> list[float]:
     return sorted(rng.uniform(low, high, count).round(2).tolist(), reverse=True)
 
 
-def run_with_kills(cmd: list[str], delays: list[float], after_kill) -> int:
+def run_with_kills(cmd: list[str], delays, after_kill) -> int:
     """Start `cmd`, SIGKILL it after each delay (restarting it each time), call `after_kill()` after every kill;
-    then run it to the end. Returns how many runs were really killed (not finished before their moment)."""
+    then run it to the end. `delays` is a list, or a callable giving the next delay (None: stop killing). Returns
+    how many runs were really killed (not finished before their moment)."""
     killed = 0
-    for delay in delays:
+    schedule = iter(delays) if not callable(delays) else iter(delays, None)
+    for delay in schedule:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             proc.wait(timeout=delay)
@@ -125,11 +127,30 @@ def test_training_survives_random_kills(ma52_tubes, tmp_path):
         return cli("train", "--dataset", "csv", "--root", str(csv), "--store", str(store), "--preset", "tiny",
                    "--epochs", "4", "--batch-size", "3", "--lr", "0.003")
 
+    # the uninterrupted run, timing when each epoch's line lands: start-up and epoch length set the kill moments
     started = time.monotonic()
-    whole = subprocess.run(cmd(tmp_path / "whole"), cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert whole.returncode == 0, whole.stderr
-    span = time.monotonic() - started
+    proc = subprocess.Popen(cmd(tmp_path / "whole"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    landed: list[float] = []
+    while proc.poll() is None:
+        history = list((tmp_path / "whole" / "train").glob("*/metrics.jsonl"))
+        lines = len(history[0].read_text().splitlines()) if history else 0
+        landed += [time.monotonic() - started] * (lines - len(landed))
+        time.sleep(0.02)
+    assert proc.returncode == 0, proc.stderr.read()
+    proc.stderr.close()
+    epoch = (landed[-1] - landed[0]) / (len(landed) - 1)
+    startup = landed[0] - epoch
     epochs_seen: list[int] = []
+    rng = np.random.default_rng([SEED, 7])
+    kills = iter(range(7))
+
+    def next_delay() -> float | None:
+        """A moment within the work the next run has left (it resumes after the last whole epoch)."""
+        done = len(epochs_seen) and max(epochs_seen) + 1
+        if next(kills, None) is None or done >= 4:
+            return None
+        return startup + rng.uniform(0.1, 1.0) * (4 - done) * epoch
 
     def check() -> None:
         for last in (tmp_path / "killed" / "train").glob("*/last.pt"):
@@ -139,7 +160,7 @@ def test_training_survives_random_kills(ma52_tubes, tmp_path):
             for line in lines[:-1]:
                 json.loads(line)
 
-    killed = run_with_kills(cmd(tmp_path / "killed"), kill_times("train", 7, 0.3 * span, 1.0 * span), check)
+    killed = run_with_kills(cmd(tmp_path / "killed"), next_delay, check)
     assert killed >= 4, f"only {killed} of 7 runs were killed before finishing"
     run_a = next((tmp_path / "whole" / "train").glob("*/done.json")).parent
     run_b = next((tmp_path / "killed" / "train").glob("*/done.json")).parent

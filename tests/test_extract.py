@@ -4,7 +4,6 @@ bad inputs, concurrent writers, worker processes and the main subject among seve
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -74,29 +73,6 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.05)
-
-
-def test_killed_run_resumes_to_the_same_store(ma52_store, tmp_path):
-    store = Store(tmp_path / "store")
-    items = store.stage("extract", stage_key(ExtractParams())).items_dir
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "extract", str(MA52_VIDEOS), "--store", str(store.root)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(lambda: items.is_dir() and len(list(items.iterdir())) >= 2, 300, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        proc.kill()
-    partial = KeypointSet(store)
-    done_before = partial.names()
-    assert 2 <= len(done_before) < 6
-    assert_same_keypoints(partial, KeypointSet(ma52_store), done_before)  # no torn item is visible
-
-    report = run_extract([str(MA52_VIDEOS)], store)
-    assert sorted(report.skipped) == done_before
-    assert len(report.processed) == 6 - len(done_before) and not report.failed
-    assert_same_keypoints(KeypointSet(store), KeypointSet(ma52_store))
-    assert not any((store.stage("extract", stage_key(ExtractParams())).path / "tmp").rglob("zarr.json"))
 
 
 def test_bad_inputs_fail_one_by_one_with_a_line_naming_the_file(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 
 from conftest import requires_shared, shortest_clip
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
@@ -42,3 +43,26 @@ def test_loading_what_is_not_there(ma52_store):
         KeypointSet(ma52_store).load("nope")
     with pytest.raises(StoreError, match="no extract output"):
         KeypointSet(ma52_store, ExtractParams(model_complexity=2))
+
+
+def test_batch_writer_writes_what_the_single_writer_writes(ma52_store, tmp_path):
+    from dualnet.layouts import get_layout
+    from pipelines.keypoint_format import write_keypoint_item, write_keypoint_items
+
+    source = KeypointSet(ma52_store)
+    items = []
+    for i, name in enumerate(source.names()):
+        clip = source.load(name)
+        items.append({"group_path": tmp_path / ("batch" if i % 2 else "single") / name, "keypoints": clip.keypoints,
+                      "detected": clip.detected, "timestamps": clip.timestamps, "layout": get_layout(clip.layout),
+                      "fps": clip.fps, "width": clip.width, "height": clip.height, "source_name": f"{name}.mp4",
+                      "source_path": f"/videos/{name}.mp4", "fingerprint": f"fp-{name}"})
+    write_keypoint_items(items, concurrency=4)
+    for item in items:
+        twin = item["group_path"].parent.parent / "twin" / item["group_path"].name
+        write_keypoint_item(twin, **{k: v for k, v in item.items() if k != "group_path"})
+        a, b = zarr.open_group(item["group_path"], mode="r"), zarr.open_group(twin, mode="r")
+        assert dict(a.attrs) == dict(b.attrs)
+        for array in ("keypoints", "detected", "timestamps"):
+            np.testing.assert_array_equal(a[array][:], b[array][:])
+            assert a[array].chunks == b[array].chunks and a[array].dtype == b[array].dtype

@@ -3,16 +3,11 @@ and masked, re-runs do no work, a killed run resumes, and the picture is drawn."
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
-
 import av
 import numpy as np
 import pytest
 
-from conftest import REPO, requires_shared, run_cli, shortest_clip
+from conftest import requires_shared, run_cli, shortest_clip
 from dualnet.entities import get_entity_set
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
 from dualnet.transforms import hflip_clip
@@ -121,36 +116,6 @@ def test_second_run_no_work_and_new_size_new_key(ma52_store, ma52_tubes):
     assert small.key != ma52_tubes.output.key and small.processed == [shortest_clip().stem]
     assert TubeSet(ma52_store, TubeParams(size=64)).load(shortest_clip().stem)["tubes"].shape[-1] == 64
     assert count_files(ma52_tubes.output.path) < 30  # one pack: a handful of files for every clip
-
-
-def test_killed_run_resumes_to_the_same_tubes(ma52_store, ma52_tubes, tmp_path):
-    import shutil
-
-    store = Store(tmp_path / "store")
-    shutil.copytree(ma52_store.root / "extract", store.root / "extract")
-    shutil.copytree(ma52_store.root / "refs", store.root / "refs")
-    params = TubeParams(pack_size=1)
-    items = store.stage("tubes", ma52_tubes.output.key).items_dir
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "tubes", "--store", str(store.root), "--pack-size", "1"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (items.is_dir() and len(list(items.iterdir())) >= 2):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        proc.kill()
-    partial = TubeSet(store, params)
-    assert 2 <= len(partial.names()) < 6
-    report = run_tubes(store, params)
-    assert sorted(report.skipped) == partial.names() and len(report.processed) == 6 - len(partial.names())
-    resumed = TubeSet(store, params)
-    for name in ma52_tubes.names():
-        a, b = resumed.load(name), ma52_tubes.load(name)
-        for key in ("tubes", "frames", "boxes", "visible", "padding", "frame_index"):
-            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}/{key}")
 
 
 def test_box_table_and_tensors(ma52_tubes):

@@ -1,0 +1,261 @@
+"""A store at MA-52's scale: 20,000 clips of keypoints and tubes, and what bookkeeping and reading cost there.
+
+    python bench/bench_scale.py --out bench/results/scale.json      (make bench-scale)
+
+The fill: N "videos" (small distinct files: never decoded, since every item is already done), one `extract` item
+per video holding real MediaPipe keypoints of the 6 sample clips (cycled; 543 points, 45-75 frames, so sizes and
+compression are MA-52's), and `tubes` packs of 64 clips at the default shapes (16 x 6 x 3 x 112 x 112 entity
+crops, 16 x 3 x 224 x 224 frames). The first --real clips carry the sample clips' real tubes; the rest carry a
+constant image (real tubes for 20,000 clips would need ~120 GB of disk). Read rates use the real-content clips.
+
+Measured: `Store.status()` and `dualnet status` (a fresh process); a no-op re-run of `extract` and `tubes` over
+all N clips (fingerprints from the cache, done-checks, bookkeeping); the `train` stage's bookkeeping for N clips
+(its key and the tube index: a finished run is found by its key); random-access training batches (ClipDataset with
+augmentation, batch 8) with 0, 2 and 8 DataLoader workers; files on disk. Targets: no-op < 5 s, status < 2 s,
+files < 5,000, and a read rate that feeds the `paper` preset on one H100 (estimated from the model's FLOPs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = REPO.parent / "shared" / "data" / "ma52" / "videos"
+H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's datasheet figure (SXM)
+MFU = (0.25, 0.40)  # model FLOPs utilisation a ResNet-style network typically reaches with bf16 (range)
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out
+
+
+def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
+    """Write the N-clip store; returns fill timings."""
+    from dualnet.layouts import get_layout
+    from pipelines.extract import VERSION as EXTRACT_VERSION
+    from pipelines.extract import ExtractParams
+    from pipelines.extract import stage_key as extract_key
+    from pipelines.keypoint_format import write_keypoint_items
+    from pipelines.keypoints import KeypointSet
+    from pipelines.store import Shard, Store
+    from pipelines.tubes import VERSION as TUBES_VERSION
+    from pipelines.tubes import ClipTubes, TubeParams, TubeSet, _new_pack_name, stage_key, write_pack
+
+    store_root.mkdir(parents=True, exist_ok=True)  # (the fingerprint cache lives in an existing store)
+    store = Store(store_root)
+    source_kp, source_tubes = KeypointSet(templates), TubeSet(templates)
+    names = source_kp.names()
+    clips = [source_kp.load(name) for name in names]
+    real_tubes = [source_tubes.load(name) for name in names]
+    videos = store_root.parent / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    for i in range(n):
+        (videos / f"v{i:05d}.mp4").write_bytes(rng.bytes(64))
+    timings = {"videos_s": time.perf_counter() - started}
+    fingerprints = store.fingerprints()
+    started = time.perf_counter()
+    prints = [fingerprints.fingerprint(videos / f"v{i:05d}.mp4") for i in range(n)]
+    fingerprints.close()
+    timings["first_fingerprints_s"] = time.perf_counter() - started
+
+    params = ExtractParams()
+    output = store.stage("extract", extract_key(params))
+    output.prepare({"stage": "extract", "version": EXTRACT_VERSION, "params": asdict(params), "inputs": {},
+                    "layout": params.layout}, Shard())
+    layout = get_layout(params.layout)
+    started = time.perf_counter()
+    batch: list[dict] = []
+    for i in range(n):
+        clip = clips[i % len(clips)]
+        batch.append({"group_path": output.item_path(f"v{i:05d}"), "keypoints": clip.keypoints,
+                      "detected": clip.detected, "timestamps": clip.timestamps, "layout": layout, "fps": clip.fps,
+                      "width": clip.width, "height": clip.height, "source_name": f"v{i:05d}.mp4",
+                      "source_path": str(videos / f"v{i:05d}.mp4"), "fingerprint": prints[i]})
+        if len(batch) == 512 or i == n - 1:
+            write_keypoint_items(batch)
+            batch.clear()
+    output.record_run(Shard(), [f"v{i:05d}" for i in range(n)])
+    output.finish(Shard())
+    store.set_ref("extract", output.key, asdict(params))
+    timings["keypoints_s"] = time.perf_counter() - started
+
+    tube_params = TubeParams()
+    tubes_out = store.stage("tubes", stage_key(tube_params, output))
+    tmp = tubes_out.prepare({"stage": "tubes", "version": TUBES_VERSION, "params": asdict(tube_params),
+                             "packed": True, "inputs": {"extract": output.key}}, Shard())
+    flat = {k: np.full_like(v, 96) if v.dtype == np.uint8 else v for k, v in real_tubes[0].items() if k != "meta"}
+    flat_template: Path | None = None
+    started = time.perf_counter()
+    for start in range(0, n, tube_params.pack_size):
+        rows = range(start, min(n, start + tube_params.pack_size))
+        metas = [{**real_tubes[i % len(real_tubes)]["meta"], "name": f"v{i:05d}", "fingerprint": prints[i]}
+                 for i in rows]
+        name = _new_pack_name()
+        full = len(rows) == tube_params.pack_size
+        if start >= real and full and flat_template is not None:
+            # a constant-image pack is the template's shard files with this pack's clip list: copy, relabel
+            shutil.copytree(flat_template, tmp / name)
+            meta_path = tmp / name / "zarr.json"
+            group = json.loads(meta_path.read_text())
+            group["attributes"]["clips"] = [{**m, "row": r} for r, m in enumerate(metas)]
+            meta_path.write_text(json.dumps(group))
+        else:
+            pack = [ClipTubes(m["name"], {k: v for k, v in real_tubes[i % len(real_tubes)].items() if k != "meta"}
+                              if i < real else flat, m) for i, m in zip(rows, metas, strict=True)]
+            write_pack(tmp / name, pack, tube_params)
+            if start >= real and full:
+                flat_template = work_template = store_root.parent / "flat_pack"
+                shutil.copytree(tmp / name, work_template)
+        tubes_out.commit(tmp / name, name)
+    tubes_out.record_run(Shard(), [f"v{i:05d}" for i in range(n)])
+    tubes_out.finish(Shard())
+    store.set_ref("tubes", tubes_out.key, asdict(tube_params))
+    timings["tubes_s"] = time.perf_counter() - started
+    return timings
+
+
+def read_rate(store_root: Path, names: list[str], workers: int) -> float:
+    """Clips/s of one shuffled epoch of augmented training batches (batch 8) over `names`, worker start-up
+    included (a fresh TubeSet: cold handles, as a new DataLoader worker has)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    import dualnet
+    from pipelines.train import ClipDataset, LabelledClips, TrainParams
+    from pipelines.tubes import TubeSet
+
+    clips = LabelledClips(tuple(names), tuple(0 for _ in names))
+    dataset = ClipDataset(TubeSet(store_root), clips, dualnet.preset("paper", num_classes=52), TrainParams(), True)
+    loader = DataLoader(dataset, batch_size=8, shuffle=True, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0))
+    started, seen = time.perf_counter(), 0
+    for batch in loader:
+        seen += len(batch["label"])
+    return seen / (time.perf_counter() - started)
+
+
+def paper_flops_per_clip() -> float:
+    """Forward FLOPs of the `paper` preset on one clip, counted by torch (training step ~ 3x forward)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import dualnet
+    from dualnet.model import MicroDualNet
+
+    model = MicroDualNet(dualnet.preset("paper", num_classes=52)).eval()
+    t, k = 8, 6
+    inputs = {"tubes": torch.zeros(1, t, k, 3, 112, 112, dtype=torch.uint8),
+              "frames": torch.zeros(1, t, 3, 224, 224, dtype=torch.uint8),
+              "keypoints": torch.rand(1, t, 543, 3) * 500,
+              "boxes": torch.tensor([0., 0., 100., 100.]).expand(1, t, k, 4)}
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(**inputs)
+    return float(counter.get_total_flops())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=20_000)
+    parser.add_argument("--real", type=int, default=512, help="clips with real tube content (read-rate test)")
+    parser.add_argument("--work", type=Path, default=None, help="where the store goes (default: a temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
+    args = parser.parse_args()
+
+    from pipelines.extract import run_extract
+    from pipelines.keypoints import KeypointSet
+    from pipelines.store import Store
+    from pipelines.train import LabelledClips, TrainParams, run_key
+    from pipelines.tubes import TubeSet, count_files, run_tubes
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    store_root, templates = work / "store", work / "templates"
+    results: dict = {"clips": args.clips, "real_content_clips": args.real}
+    try:
+        run_extract([str(CLIPS)], templates)
+        run_tubes(templates)
+        results["fill"] = {k: round(v, 1) for k, v in fill(store_root, args.clips, args.real, templates).items()}
+        print("filled", results["fill"], flush=True)
+        store = Store(store_root)
+        results["files"] = count_files(store_root)
+        results["files_by_stage"] = {stage: count_files(store_root / stage) for stage in ("extract", "tubes")}
+        results["bytes"] = sum(p.stat().st_size for p in store_root.rglob("*") if p.is_file())
+        results["status_s"], rows = timed(store.status)
+        cli = subprocess.run([sys.executable, "-m", "cli", "status", "--store", str(store_root)], cwd=REPO,
+                             capture_output=True, text=True)
+        started = time.perf_counter()
+        cli = subprocess.run([sys.executable, "-m", "cli", "status", "--store", str(store_root)], cwd=REPO,
+                             capture_output=True, text=True)
+        results["status_cli_s"] = time.perf_counter() - started
+        assert cli.returncode == 0, cli.stderr
+        videos = str(work / "videos")
+        results["noop_extract_s"], report = timed(run_extract, [videos], store)
+        assert len(report.skipped) == args.clips and not report.processed, report
+        results["noop_tubes_s"], report = timed(run_tubes, store)
+        assert len(report.skipped) == args.clips and not report.processed
+        started = time.perf_counter()
+        import dualnet
+
+        tubes = TubeSet(store)
+        names = tubes.names()
+        clips = LabelledClips(tuple(names), tuple(i % 52 for i in range(len(names))))
+        key = run_key(dualnet.preset("paper"), TrainParams(), tubes, clips, None)
+        (store_root / "train" / key / "done.json").exists()
+        results["train_bookkeeping_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        KeypointSet(store).names()
+        results["keypoint_index_s"] = time.perf_counter() - started
+        print({k: v for k, v in results.items() if k.endswith("_s")}, flush=True)
+
+        real_names = [f"v{i:05d}" for i in range(min(args.real, args.clips))]
+        results["read_clips_per_s"] = {str(w): round(read_rate(store_root, real_names, w), 1) for w in (0, 2, 8)}
+        print("read", results["read_clips_per_s"], flush=True)
+        forward = paper_flops_per_clip()
+        step = 3 * forward  # forward + backward
+        need = [H100_BF16_DENSE_TFLOPS * 1e12 * m / step for m in MFU]
+        results["paper_model"] = {"forward_gflops_per_clip": round(forward / 1e9, 1),
+                                  "train_step_gflops_per_clip": round(step / 1e9, 1),
+                                  "h100_clips_per_s_at_mfu": {str(m): round(c) for m, c in zip(MFU, need,
+                                                                                              strict=True)}}
+        best = max(results["read_clips_per_s"].values())
+        results["targets"] = {
+            "noop_rerun_under_5s": max(results["noop_extract_s"], results["noop_tubes_s"]) < 5,
+            "status_under_2s": results["status_s"] < 2,
+            "files_under_5000": results["files"] < 5000,
+            "read_rate_feeds_h100": best >= need[0],
+            "cores_needed_at_measured_per_worker_rate": round(need[1] / max(best / max(os.cpu_count() or 1, 1),
+                                                                            1e-9)),
+        }
+        for key_name in ("status_s", "status_cli_s", "noop_extract_s", "noop_tubes_s", "train_bookkeeping_s",
+                         "keypoint_index_s"):
+            results[key_name] = round(results[key_name], 2)
+        results.update({"command": "make bench-scale", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                    "platform": platform.platform()}})
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results, indent=2))
+    finally:
+        if not args.keep and args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
