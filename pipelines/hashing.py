@@ -48,6 +48,7 @@ class FingerprintCache:
     def __init__(self, db_path: str | Path | None):
         self._db: sqlite3.Connection | None = None
         self._pending = 0
+        self._rows: dict[str, tuple] | None = None
         if db_path is not None:
             try:
                 self._db = sqlite3.connect(str(db_path), timeout=30)
@@ -64,18 +65,16 @@ class FingerprintCache:
         real = os.path.realpath(path)
         st = os.stat(real)
         stat_key = (st.st_size, st.st_mtime_ns, st.st_ino)
-        if self._db is not None:
-            row = self._db.execute(
-                "SELECT size, mtime_ns, inode, digest FROM fingerprints WHERE path = ?", (real,)
-            ).fetchone()
-            if row is not None and tuple(row[:3]) == stat_key:
-                return row[3]
+        row = self._known().get(real)
+        if row is not None and row[:3] == stat_key:
+            return row[3]
         digest = hash_file(real)
         if self._db is not None:
             try:
                 self._db.execute(
                     "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?, ?)", (real, *stat_key, digest)
                 )
+                self._known()[real] = (*stat_key, digest)
                 self._pending += 1
                 if self._pending >= 256:  # one commit per file made a first pass over 20,000 files take ~20 s
                     self._db.commit()
@@ -83,6 +82,15 @@ class FingerprintCache:
             except sqlite3.OperationalError:
                 pass  # read-only or full disk: the digest is still right, only not memoised
         return digest
+
+    def _known(self) -> dict[str, tuple]:
+        """Every memoised row, read in one query on first use (20,000 single-row queries cost seconds)."""
+        if self._rows is None:
+            self._rows = {}
+            if self._db is not None:
+                for path, size, mtime_ns, inode, digest in self._db.execute("SELECT * FROM fingerprints"):
+                    self._rows[path] = (size, mtime_ns, inode, digest)
+        return self._rows
 
     def close(self) -> None:
         """Commit what is memoised and close (a cache killed before closing only re-hashes those files)."""

@@ -267,17 +267,47 @@ class StageOutput:
             total = int(manifest["epochs"])
         else:
             total = len(self.requested_items() | set(done))
-        size = 0
         latest = (self.path / "stage.json").stat().st_mtime
         for base in (self.items_dir, self.runs_dir, self.failed_dir):
             if base.is_dir():
                 latest = max(latest, base.stat().st_mtime)
-        for dirpath, _, files in os.walk(self.path if "epochs" in manifest else self.items_dir):
-            for f in files:
-                size += os.stat(os.path.join(dirpath, f)).st_size
+        size = self.size_bytes(walk_all="epochs" in manifest)
         updated = dt.datetime.fromtimestamp(latest, dt.UTC).isoformat(timespec="seconds")
         return StageSummary(self.stage, self.key, manifest.get("params", {}), len(done), len(failed), total, size,
                             updated, current)
+
+    def size_bytes(self, walk_all: bool = False) -> int:
+        """Bytes of the finished items (of the whole output with `walk_all`).
+
+        Committed items never change in place, so the total is memoised in ``size.json`` against the items
+        folder's mtime (which every commit and removal changes): `status` on 20,000 items must not stat 140,000
+        files each time. A read-only store computes it without memoising.
+        """
+        root = self.path if walk_all else self.items_dir
+        if not root.is_dir():
+            return 0
+        stamp = root.stat().st_mtime_ns
+        memo = self.path / "size.json"
+        if not walk_all:
+            try:
+                cached = read_json(memo)
+                if cached["items_mtime_ns"] == stamp:
+                    return int(cached["bytes"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        size = 0
+        for dirpath, _, files in os.walk(root):
+            for f in files:
+                try:
+                    size += os.stat(os.path.join(dirpath, f)).st_size
+                except OSError:
+                    continue  # removed while walking (gc, a concurrent commit)
+        if not walk_all:
+            try:
+                write_json_atomic(memo, {"items_mtime_ns": stamp, "bytes": size})
+            except OSError:
+                pass
+        return size
 
     # -- writing (only under a StoreLock) ------------------------------------------------------------------------
     def prepare(self, manifest: dict, shard: Shard) -> Path:

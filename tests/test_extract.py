@@ -45,7 +45,11 @@ def test_second_run_does_zero_work(ma52_store):
 
 def test_changed_parameter_gives_new_key_and_old_output_survives_until_gc(ma52_store, tmp_path):
     store = Store(tmp_path / "moved")
-    shutil.copytree(ma52_store.root, store.root)  # a moved store stays valid: nothing inside is absolute
+    # a moved store stays valid: nothing inside is absolute. Only the extract output and its ref: the session's
+    # store may also hold tubes cut from it (another test's fixture), which would rightly keep it from gc.
+    shutil.copytree(ma52_store.root / "extract", store.root / "extract")
+    (store.root / "refs").mkdir()
+    shutil.copy(ma52_store.root / "refs" / "extract.json", store.root / "refs" / "extract.json")
     old = KeypointSet(store)
     assert run_extract([str(MA52_VIDEOS)], store).processed == []
 
