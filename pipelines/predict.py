@@ -38,8 +38,8 @@ from pipelines.extract import ExtractParams, run_extract
 from pipelines.hashing import hash_file, stable_hash
 from pipelines.keypoints import KeypointSet
 from pipelines.sources import resolve_sources
-from pipelines.store import Shard, Store, write_json_atomic
-from pipelines.train import load_model, segment_indices
+from pipelines.store import Shard, Store, write_file_atomic, write_json_atomic
+from pipelines.train import model_from_state, segment_indices
 from pipelines.tubes import TubeParams
 from pipelines.video import iter_frames
 
@@ -94,7 +94,7 @@ class Predictor:
             raise InputError(checkpoint, "checkpoint not found")
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            model = load_model(checkpoint, device)
+            model = model_from_state(state).to(device)
         except Exception as e:  # a truncated or foreign file
             raise InputError(checkpoint, f"not a dualnet checkpoint ({type(e).__name__}: {e})") from None
         config = model.config
@@ -357,23 +357,17 @@ class PredictProgress:
         """Video `name` is done (or failed with a one-line `error`)."""
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    write(tmp)
-    tmp.replace(path)
-
-
 def write_outputs(prediction: VideoPrediction, out_dir: Path, classes: list[str], plot: bool = True) -> dict:
     """timeline.csv, timeline.parquet, summary.csv and (with `plot`) timeline.png of one video in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"timeline_csv": out_dir / "timeline.csv", "timeline_parquet": out_dir / "timeline.parquet",
              "summary_csv": out_dir / "summary.csv"}
-    _write_atomic(files["timeline_csv"], lambda p: prediction.timeline.to_csv(p, index=False))
-    _write_atomic(files["timeline_parquet"], lambda p: prediction.timeline.to_parquet(p, index=False))
-    _write_atomic(files["summary_csv"], lambda p: prediction.summary.to_csv(p, index=False))
+    write_file_atomic(files["timeline_csv"], lambda p: prediction.timeline.to_csv(p, index=False))
+    write_file_atomic(files["timeline_parquet"], lambda p: prediction.timeline.to_parquet(p, index=False))
+    write_file_atomic(files["summary_csv"], lambda p: prediction.summary.to_csv(p, index=False))
     if plot:
         files["timeline_png"] = out_dir / "timeline.png"
-        _write_atomic(files["timeline_png"], lambda p: plot_timeline(prediction, classes, p))
+        write_file_atomic(files["timeline_png"], lambda p: plot_timeline(prediction, classes, p))
     return files
 
 
@@ -461,11 +455,11 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
         prediction.files = write_outputs(prediction, out_root / prediction.name, predictor.classes, plot)
     if report.videos:
         summaries = pd.concat([p.summary for p in report.videos], ignore_index=True)
-        _write_atomic(out_root / "summary.csv", lambda p: summaries.to_csv(p, index=False))
+        write_file_atomic(out_root / "summary.csv", lambda p: summaries.to_csv(p, index=False))
         if people_table is not None:
             report.people = out_root / "summary_by_person.csv"
             by_person = summarize_people(summaries, people_table)
-            _write_atomic(report.people, lambda p: by_person.to_csv(p, index=False))
+            write_file_atomic(report.people, lambda p: by_person.to_csv(p, index=False))
     report.seconds = time.perf_counter() - started
     return report
 

@@ -30,7 +30,7 @@ from dualnet.transforms import hflip_clip
 from pipelines.errors import DualnetError, StoreError
 from pipelines.hashing import stable_hash
 from pipelines.metrics import evaluate
-from pipelines.store import Shard, Store, write_json_atomic
+from pipelines.store import Shard, Store, write_file_atomic, write_json_atomic
 from pipelines.tubes import TubeSet
 
 STAGE = "train"
@@ -258,28 +258,26 @@ def _barrier(world: int) -> None:
 def _atomic_save(obj: dict, path: Path) -> None:
     """Write a checkpoint whole or not at all; a full or read-only disk is a StoreError naming the file (the
     previous checkpoint stays as it was)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     buffer = io.BytesIO()  # serialised first: torch's own writer turns ENOSPC into an unreadable message
-    torch.save(obj, buffer)
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+    torch.save(obj, buffer)
+    try:
+        write_file_atomic(path, write)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise StoreError(f"{path}: cannot write checkpoint ({e.strerror or e})") from None
 
 
 def _replace_text(path: Path, text: str) -> None:
     """Rewrite a small file atomically (a kill mid-write must not cut the training history short)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_file_atomic(path, lambda tmp: tmp.write_text(text))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise StoreError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
@@ -499,9 +497,13 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
     return TrainResult(run_dir, key, params.epochs - start_epoch, history)
 
 
-def load_model(checkpoint: str | Path, device: str = "cpu") -> MicroDualNet:
-    """A model from a checkpoint this stage wrote (its config travels with it)."""
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
+def model_from_state(state: dict) -> MicroDualNet:
+    """The model a loaded checkpoint holds (its config travels with it), in evaluation mode."""
     model = MicroDualNet(ModelConfig(**state["config"]))
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def load_model(checkpoint: str | Path, device: str = "cpu") -> MicroDualNet:
+    """A model from a checkpoint this stage wrote."""
+    return model_from_state(torch.load(checkpoint, map_location=device, weights_only=False))
