@@ -4,15 +4,18 @@
 
 The fill: N "videos" (small distinct files: never decoded, since every item is already done), one `extract` item
 per video holding real MediaPipe keypoints of the 6 sample clips (cycled; 543 points, 45-75 frames, so sizes and
-compression are MA-52's), and `tubes` packs of 64 clips at the default shapes (16 x 6 x 3 x 112 x 112 entity
-crops, 16 x 3 x 224 x 224 frames). The first --real clips carry the sample clips' real tubes; the rest carry a
-constant image (real tubes for 20,000 clips would need ~120 GB of disk). Read rates use the real-content clips.
+compression are MA-52's) in packs of 256 as `extract` leaves them, and `tubes` packs of 128 clips at the default
+shapes (16 x 6 x 3 x 112 x 112 entity crops, 16 x 3 x 224 x 224 frames). The first --real clips carry the sample
+clips' real tubes; the rest carry a constant image (real tubes for 20,000 clips would need ~120 GB of disk). Read
+rates use the real-content clips.
 
 Measured: `Store.status()` and `dualnet status` (a fresh process); a no-op re-run of `extract` and `tubes` over
 all N clips (fingerprints from the cache, done-checks, bookkeeping); the `train` stage's bookkeeping for N clips
-(its key and the tube index: a finished run is found by its key); random-access training batches (ClipDataset with
-augmentation, batch 8) with 0, 2 and 8 DataLoader workers; files on disk. Targets: no-op < 5 s, status < 2 s,
-files < 5,000, and a read rate that feeds the `paper` preset on one H100 (estimated from the model's FLOPs).
+(its key and the tube index: a finished run is found by its key); random-access training batches as the data
+loader yields them (ClipDataset, batch 8: read, sample, flip; crop and colour jitter run batched on the training
+device) with 0, 2 and 8 DataLoader workers, and that jitter on this CPU; files on disk. Targets: no-op < 5 s,
+status < 2 s, files < 5,000, and a read rate that feeds the `paper` preset on one H100 (estimated from the model's
+FLOPs): met here, or from the loader cores of a 16-core H100 host at the measured rate per core.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO.parent / "shared" / "data" / "ma52" / "videos"
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's datasheet figure (SXM)
 MFU = (0.25, 0.40)  # model FLOPs utilisation a ResNet-style network typically reaches with bf16 (range)
+H100_HOST_CORES = 16  # CPU cores of the one-H100 machine this project is lent (a common cloud shape)
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
@@ -45,15 +49,14 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
 
 def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
     """Write the N-clip store; returns fill timings."""
-    from dualnet.layouts import get_layout
     from pipelines.extract import VERSION as EXTRACT_VERSION
     from pipelines.extract import ExtractParams
     from pipelines.extract import stage_key as extract_key
-    from pipelines.keypoint_format import write_keypoint_items
+    from pipelines.keypoint_packs import PACK_ITEMS, KeypointPackBuilder, new_pack_name
     from pipelines.keypoints import KeypointSet
     from pipelines.store import Shard, Store
     from pipelines.tubes import VERSION as TUBES_VERSION
-    from pipelines.tubes import ClipTubes, TubeParams, TubeSet, _new_pack_name, stage_key, write_pack
+    from pipelines.tubes import ClipTubes, TubePack, TubeParams, TubeSet, _new_pack_name, stage_key, write_pack
 
     store_root.mkdir(parents=True, exist_ok=True)  # (the fingerprint cache lives in an existing store)
     store = Store(store_root)
@@ -76,20 +79,29 @@ def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
 
     params = ExtractParams()
     output = store.stage("extract", extract_key(params))
-    output.prepare({"stage": "extract", "version": EXTRACT_VERSION, "params": asdict(params), "inputs": {},
-                    "layout": params.layout}, Shard())
-    layout = get_layout(params.layout)
+    tmp = output.prepare({"stage": "extract", "version": EXTRACT_VERSION, "params": asdict(params), "inputs": {},
+                          "layout": params.layout}, Shard())
+    attributes = [source_kp.attributes(name) for name in names]
     started = time.perf_counter()
-    batch: list[dict] = []
-    for i in range(n):
-        clip = clips[i % len(clips)]
-        batch.append({"group_path": output.item_path(f"v{i:05d}"), "keypoints": clip.keypoints,
-                      "detected": clip.detected, "timestamps": clip.timestamps, "layout": layout, "fps": clip.fps,
-                      "width": clip.width, "height": clip.height, "source_name": f"v{i:05d}.mp4",
-                      "source_path": str(videos / f"v{i:05d}.mp4"), "fingerprint": prints[i]})
-        if len(batch) == 512 or i == n - 1:
-            write_keypoint_items(batch)
-            batch.clear()
+    builder: KeypointPackBuilder | None = None
+
+    def commit_keypoints() -> None:
+        pack = new_pack_name()
+        builder.write(tmp / pack)
+        output.commit_pack(tmp / pack, pack)
+
+    for i in range(n):  # packs as `extract` leaves them after its compaction
+        clip, attrs = clips[i % len(clips)], attributes[i % len(clips)]
+        attrs = {**attrs, "source_name": f"v{i:05d}.mp4", "source_path": str(videos / f"v{i:05d}.mp4"),
+                 "source_fingerprint": prints[i]}
+        if builder is not None and (len(builder) == PACK_ITEMS or not builder.fits(
+                clip.layout, clip.keypoints.shape[1], clip.keypoints.dtype, len(clip.keypoints))):
+            commit_keypoints()
+            builder = None
+        if builder is None:
+            builder = KeypointPackBuilder(clip.layout, clip.keypoint_names, str(clip.keypoints.dtype))
+        builder.add(f"v{i:05d}", attrs, clip.keypoints, clip.detected, clip.timestamps)
+    commit_keypoints()
     output.record_run(Shard(), [f"v{i:05d}" for i in range(n)])
     output.finish(Shard())
     store.set_ref("extract", output.key, asdict(params))
@@ -116,8 +128,10 @@ def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
             group["attributes"]["clips"] = [{**m, "row": r} for r, m in enumerate(metas)]
             meta_path.write_text(json.dumps(group))
         else:
-            pack = [ClipTubes(m["name"], {k: v for k, v in real_tubes[i % len(real_tubes)].items() if k != "meta"}
-                              if i < real else flat, m) for i, m in zip(rows, metas, strict=True)]
+            pack = TubePack(len(rows))
+            for i, m in zip(rows, metas, strict=True):
+                pack.add(ClipTubes(m["name"], {k: v for k, v in real_tubes[i % len(real_tubes)].items()
+                                               if k != "meta"} if i < real else flat, m))
             write_pack(tmp / name, pack, tube_params)
             if start >= real and full:
                 flat_template = work_template = store_root.parent / "flat_pack"
@@ -131,8 +145,9 @@ def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
 
 
 def read_rate(store_root: Path, names: list[str], workers: int) -> float:
-    """Clips/s of one shuffled epoch of augmented training batches (batch 8) over `names`, worker start-up
-    included (a fresh TubeSet: cold handles, as a new DataLoader worker has)."""
+    """Clips/s of one shuffled epoch of training batches (batch 8) over `names` as the data loader yields them
+    (read, segment sampling, flip; the crop and colour jitter to apply drawn), worker start-up included (a fresh
+    TubeSet: cold handles, as a new DataLoader worker has)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -148,6 +163,25 @@ def read_rate(store_root: Path, names: list[str], workers: int) -> float:
     for batch in loader:
         seen += len(batch["label"])
     return seen / (time.perf_counter() - started)
+
+
+def augment_rate_cpu(store_root: Path, names: list[str]) -> float:
+    """Clips/s of `augment` (crop and colour jitter, batched) on this machine's CPU, all threads: what training
+    without a GPU adds per clip (on a GPU it is a few small batched kernels)."""
+    from torch.utils.data import default_collate
+
+    import dualnet
+    from pipelines.train import ClipDataset, LabelledClips, TrainParams, augment
+    from pipelines.tubes import TubeSet
+
+    clips = LabelledClips(tuple(names), tuple(0 for _ in names))
+    dataset = ClipDataset(TubeSet(store_root), clips, dualnet.preset("paper", num_classes=52), TrainParams(), True)
+    batches = [default_collate([dataset[i * 8 + j] for j in range(8)]) for i in range(4)]
+    augment(dict(batches[0]))
+    started = time.perf_counter()
+    for batch in batches:
+        augment(dict(batch))
+    return 8 * len(batches) / (time.perf_counter() - started)
 
 
 def paper_flops_per_clip() -> float:
@@ -234,14 +268,17 @@ def main() -> None:
                                   "train_step_gflops_per_clip": round(step / 1e9, 1),
                                   "h100_clips_per_s_at_mfu": {str(m): round(c) for m, c in zip(MFU, need,
                                                                                               strict=True)}}
+        results["augment_cpu_clips_per_s"] = round(augment_rate_cpu(store_root, real_names), 1)
         best = max(results["read_clips_per_s"].values())
+        per_core = results["read_clips_per_s"]["0"]  # no workers: the main process alone, one core
+        results["loader_cores_needed_at_mfu"] = {str(m): round(c / per_core, 1) for m, c in zip(MFU, need,
+                                                                                               strict=True)}
         results["targets"] = {
             "noop_rerun_under_5s": max(results["noop_extract_s"], results["noop_tubes_s"]) < 5,
-            "status_under_2s": results["status_s"] < 2,
+            "status_under_2s": max(results["status_s"], results["status_cli_s"]) < 2,
             "files_under_5000": results["files"] < 5000,
-            "read_rate_feeds_h100": best >= need[0],
-            "cores_needed_at_measured_per_worker_rate": round(need[1] / max(best / max(os.cpu_count() or 1, 1),
-                                                                            1e-9)),
+            "read_rate_here_feeds_h100": best >= need[0],  # on this machine's cores
+            "feeds_h100_from_a_16_core_host": need[1] / per_core <= H100_HOST_CORES - 1,  # one core trains
         }
         for key_name in ("status_s", "status_cli_s", "noop_extract_s", "noop_tubes_s", "train_bookkeeping_s",
                          "keypoint_index_s"):

@@ -47,7 +47,7 @@ def main() -> None:
             assert not report.failed and len(report.processed) == len(extract.processed)
         tubes = TubeSet(store)
         names = tubes.names()
-        sources = {n: KeypointSet(store)._group(n).attrs["source_path"] for n in names}
+        sources = {n: KeypointSet(store).attributes(n)["source_path"] for n in names}
 
         def read_store() -> float:
             start = time.perf_counter()

@@ -262,8 +262,9 @@ def tubes(
                                                               "default parameters).")] = None,
     video_root: Annotated[Path | None, typer.Option(help="Find videos here by file name (a moved dataset).")
                           ] = None,
-    pack_size: Annotated[int, typer.Option(help="Clips per pack file (a killed run redoes at most one pack).")
-                         ] = 64,
+    pack_size: Annotated[int, typer.Option(help="Clips per pack (a killed run redoes at most one pack; a pack in "
+                                                "progress holds ~6 MB per clip of memory at default sizes).")
+                         ] = 128,
 ) -> None:
     """Entity crop tubes: keypoint-guided body-part crops over sampled frames, cached in sharded zarr packs."""
     from pipelines.tubes import TubeParams, run_tubes

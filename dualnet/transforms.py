@@ -1,8 +1,11 @@
-"""Pure functions on clips, used by training-time augmentation."""
+"""Pure functions on clips, used by training-time augmentation: a left-right flip (numpy, per clip, in the data
+loader) and crop and colour jitter (torch, batched, on the training device: the loader only reads)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from einops import rearrange
 
 from dualnet.entities import Entity, flip_order
 from dualnet.layouts import Layout
@@ -36,3 +39,72 @@ def hflip_clip(tubes: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, widt
     if frames is None:
         return tubes, boxes, keypoints
     return tubes, boxes, keypoints, frames[..., ::-1]
+
+
+def draw_crop_windows(num_entities: int, size: int, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Random zoom windows for crop jitter, one per entity: (K, 3) int x0, y0, side in pixels of the S x S crop,
+    each keeping a side of at least (1 - amount) S. amount = 0 gives the whole crop."""
+    windows = np.zeros((num_entities, 3), np.int64)
+    for e in range(num_entities):
+        side = max(1, round(size * (1 - amount * rng.random())))
+        x0, y0 = rng.integers(0, size - side + 1, 2)
+        windows[e] = (x0, y0, side)
+    return windows
+
+
+def _resize_matrices(start: torch.Tensor, side: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, S, S) matrices A with A @ row = the window [start, start + side) of the row resized to S samples:
+    bilinear, half-pixel centres, clamped to the window's edge pixels (``F.interpolate``'s bilinear with
+    ``align_corners=False`` on the cut-out window)."""
+    n = start.shape[0]
+    centres = torch.arange(size, device=start.device, dtype=torch.float32) + 0.5  # (S,)
+    src = (centres[None] * (side[:, None] / size) - 0.5).clamp(min=0)  # (N, S) position inside the window
+    low = src.floor().clamp(max=side[:, None] - 1)
+    weight_high = src - low
+    high = torch.minimum(low + 1, side[:, None] - 1)
+    matrices = torch.zeros(n, size, size, device=start.device, dtype=torch.float32)
+    matrices.scatter_add_(2, (start[:, None] + low).long()[..., None], (1 - weight_high)[..., None])
+    matrices.scatter_add_(2, (start[:, None] + high).long()[..., None], weight_high[..., None])
+    return matrices
+
+
+def jitter_crops(tubes: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """Zoom each entity's tube into its window, the same over time (a tube stays a tube), batched on any device.
+
+    Bilinear resizing is separable: one (S, S) matrix per axis and entity, so the whole batch is two batched
+    matrix products (fast on CPU and GPU alike), equal to cutting each window out and resizing it with
+    ``F.interpolate(..., mode="bilinear", align_corners=False)`` up to float rounding.
+
+    Args:
+        tubes: (B, T, K, C, S, S) uint8 entity crops.
+        windows: (B, K, 3) x0, y0, side in pixels (from `draw_crop_windows`).
+
+    Returns:
+        (B, T, K, C, S, S) uint8.
+    """
+    b, t, k, c, s, _ = tubes.shape
+    x = rearrange(tubes, "b t k c h w -> (b k) h (t c w)").float()  # (B*K, H, T*C*W)
+    x0, y0, side = windows.reshape(b * k, 3).to(device=tubes.device, dtype=torch.float32).unbind(-1)
+    rows = _resize_matrices(y0, side, s)  # (B*K, S, S): output row <- source rows
+    cols = _resize_matrices(x0, side, s)  # (B*K, S, S): output column <- source columns
+    out = torch.bmm(rows, x)  # (B*K, H, T*C*W): rows resized
+    out = torch.bmm(out.reshape(b * k, -1, s), cols.transpose(1, 2))  # (B*K, H*T*C, W): columns too
+    out = out.round_().clamp_(0, 255).to(torch.uint8)  # rounded while contiguous, then moved as bytes
+    return rearrange(out, "(b k) (h t c) w -> b t k c h w", b=b, t=t, c=c)
+
+
+def colour_jitter(images: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
+    """Scale brightness, then contrast about each image's mean, batched on any device.
+
+    Args:
+        images: (B, ..., C, H, W) uint8.
+        brightness, contrast: (B,) factors (1 = unchanged).
+
+    Returns:
+        Same shape, uint8.
+    """
+    shape = (-1,) + (1,) * (images.dim() - 1)
+    x = images.float() * brightness.to(images.device, torch.float32).view(shape)
+    mean = x.mean(dim=(-3, -2, -1), keepdim=True)
+    x = (x - mean) * contrast.to(images.device, torch.float32).view(shape) + mean
+    return x.round_().clamp_(0, 255).to(torch.uint8)

@@ -1,8 +1,9 @@
 """The `extract` stage: videos -> per-frame keypoints of the main subject, one zarr group per video.
 
-Each item (one video) is written under the stage's ``tmp/`` and moved into ``items/`` when whole. An item is done
-when its group exists and records the content fingerprint of the current file, so a re-run skips it, a changed
-video is redone, and a killed run resumes with the missing items only.
+Each item (one video) is written under the stage's ``tmp/`` and moved into ``items/`` when whole; finished short
+items are then copied into packs of up to 256 (`keypoint_packs`: a 20,000-clip dataset is a few hundred files). An
+item is done when its group or packed copy records the content fingerprint of the current file, so a re-run skips
+it, a changed video is redone, and a killed run resumes with the missing items only.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import stable_hash
-from pipelines.keypoint_format import KeypointItemWriter, item_fingerprint
+from pipelines.keypoint_format import KeypointItemWriter
+from pipelines.keypoint_packs import Compactor, KeypointIndex
 from pipelines.sources import VideoSource, resolve_sources
 from pipelines.store import Shard, StageOutput, Store
 from pipelines.subject import StreamingSubjectTracker
@@ -270,6 +272,7 @@ def run_extract(
         store.set_ref(STAGE, key, asdict(params))
         output.record_run(shard, [s.name for s in sources])
         todo: list[tuple[VideoSource, str]] = []
+        index = KeypointIndex(output)
         fingerprints = store.fingerprints()
         try:
             for source in sources:
@@ -281,7 +284,7 @@ def run_extract(
                 except OSError as e:
                     _fail(output, report, progress, source, str(InputError(source.path, e.strerror or str(e))))
                     continue
-                if item_fingerprint(output.item_path(source.name)) == fp:
+                if index.fingerprint(source.name) == fp:
                     report.skipped.append(source.name)
                 else:
                     todo.append((source, fp))
@@ -296,11 +299,13 @@ def run_extract(
         progress.start(len(todo), declared, len(report.skipped))
         if todo and params.backend == "rtmlib" and workers > 1:
             make_estimator(params, output.root / "models").close()  # download once, before workers start
+        compactor = Compactor(output, tmp, shard.owns)
         if todo:
             if workers <= 1:
-                _run_inline(todo, params, output, tmp, report, progress)
+                _run_inline(todo, params, output, tmp, report, progress, compactor)
             else:
-                _run_pool(todo, params, output, tmp, report, progress, workers)
+                _run_pool(todo, params, output, tmp, report, progress, workers, compactor)
+        compactor.finish()
         output.finish(shard)
     report.seconds = time.perf_counter() - started
     return report
@@ -313,13 +318,14 @@ def _fail(output: StageOutput, report: ExtractReport, progress: ExtractProgress,
     progress.item(source.name, error)
 
 
-def _done(report: ExtractReport, progress: ExtractProgress, name: str, frames: int) -> None:
+def _done(report: ExtractReport, progress: ExtractProgress, compactor: Compactor, name: str, frames: int) -> None:
     report.processed.append(name)
     report.frames += frames
     progress.item(name, None)
+    compactor.added(name)
 
 
-def _run_inline(todo, params, output, tmp, report, progress) -> None:
+def _run_inline(todo, params, output, tmp, report, progress, compactor) -> None:
     estimator = make_estimator(params, output.root / "models")
     try:
         for source, fp in todo:
@@ -330,12 +336,12 @@ def _run_inline(todo, params, output, tmp, report, progress) -> None:
             except DualnetError as e:
                 _fail(output, report, progress, source, str(e))
             else:
-                _done(report, progress, source.name, n)
+                _done(report, progress, compactor, source.name, n)
     finally:
         estimator.close()
 
 
-def _run_pool(todo, params, output, tmp, report, progress, workers) -> None:
+def _run_pool(todo, params, output, tmp, report, progress, workers, compactor) -> None:
     ctx = get_context("spawn")  # MediaPipe's graph and threads do not survive fork
     frames_queue = ctx.Queue()
     by_name = {source.name: source for source, _ in todo}
@@ -365,7 +371,7 @@ def _run_pool(todo, params, output, tmp, report, progress, workers) -> None:
                     raise DualnetError(f"a worker process died (last submitted: {source.path}); finished items are "
                                        "kept, re-run with --workers 1 to find the video that crashes it") from None
                 if error is None:
-                    _done(report, progress, name, n)
+                    _done(report, progress, compactor, name, n)
                 else:
                     _fail(output, report, progress, by_name[name], error)
     drain()

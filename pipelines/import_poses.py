@@ -18,7 +18,8 @@ from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import FingerprintCache, stable_hash
 from pipelines.importers import ImportedClip
-from pipelines.keypoint_format import item_fingerprint, write_keypoint_item
+from pipelines.keypoint_format import write_keypoint_item
+from pipelines.keypoint_packs import Compactor, KeypointIndex
 from pipelines.store import Shard, Store
 
 STAGE = "import"
@@ -126,8 +127,10 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
         tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {}}, shard)
         store.set_ref(STAGE, key, asdict(params))
         names: list[str] = []
+        index = KeypointIndex(output)
+        compactor = Compactor(output, tmp)
         for fp, path, unit in units:
-            if params.format == "openpose" and item_fingerprint(output.item_path(Path(path).name)) == fp:
+            if params.format == "openpose" and index.fingerprint(Path(path).name) == fp:
                 report.skipped.append(Path(path).name)
                 names.append(Path(path).name)
                 continue
@@ -139,7 +142,7 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
                 continue
             for clip in clips:
                 names.append(clip.name)
-                if item_fingerprint(output.item_path(clip.name)) == fp:
+                if index.fingerprint(clip.name) == fp:
                     report.skipped.append(clip.name)
                     continue
                 group = tmp / f"{clip.name}.{uuid.uuid4().hex[:8]}"
@@ -154,6 +157,8 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
                 except OSError as e:
                     raise StoreError(f"{output.path}: cannot write item {clip.name!r} ({e.strerror or e})") from e
                 report.processed.append(clip.name)
+                compactor.added(clip.name)
+        compactor.finish()
         output.record_run(shard, names)
         output.finish(shard)
     report.seconds = time.perf_counter() - started

@@ -21,6 +21,7 @@ from pipelines import extract, import_poses
 from pipelines.errors import StoreError
 from pipelines.extract import ExtractParams
 from pipelines.import_poses import ImportParams
+from pipelines.keypoint_packs import KeypointIndex
 from pipelines.store import StageOutput, Store, safe_name
 
 KEYPOINT_STAGES = (extract.STAGE, import_poses.STAGE)
@@ -62,34 +63,62 @@ class KeypointSet:
         else:
             self.output = self.store.stage(extract.STAGE, extract.stage_key(params or ExtractParams()))
         self.manifest = self.output.manifest()  # raises StoreError naming the store when absent
+        self.index = KeypointIndex(self.output)
+        self._packs: dict[str, dict[str, zarr.Array]] = {}  # array handles, opened once per pack
+
+    def refresh(self) -> None:
+        """Re-read where items live (after another process wrote or packed items)."""
+        self.index = KeypointIndex(self.output)
+        self._packs.clear()
 
     def names(self) -> list[str]:
         """Item names (video stems) of the finished videos, sorted."""
-        return self.output.item_names()
+        return self.index.names()
 
-    def _group(self, name: str) -> zarr.Group:
-        path = self.output.item_path(name)
-        if not path.is_dir():
+    def attributes(self, name: str) -> dict:
+        """One item's attributes (layout, keypoint names, fps, frame size, num_frames, source name, path and
+        fingerprint) without reading its arrays."""
+        attrs = self.index.attributes(name)
+        if attrs is None:
             raise StoreError(f"{self.output.path}: no keypoints for video {name!r}")
-        return zarr.open_group(path, mode="r")
+        return attrs
+
+    def _arrays(self, name: str) -> tuple[dict[str, zarr.Array], int, int, dict]:
+        """(arrays, first frame, frame count, attributes) of one item, loose or packed."""
+        for attempt in range(2):
+            entry = self.index.locate(name)
+            try:
+                if entry is not None:
+                    if entry.pack not in self._packs:
+                        group = zarr.open_group(self.output.items_dir / entry.pack, mode="r")
+                        self._packs[entry.pack] = {a: group[a] for a in ("keypoints", "detected", "timestamps")}
+                    return self._packs[entry.pack], entry.offset, entry.num_frames, dict(entry.attrs)
+                if safe_name(name) in self.index.loose:
+                    group = zarr.open_group(self.output.item_path(name), mode="r")
+                    arrays = {a: group[a] for a in ("keypoints", "detected", "timestamps")}
+                    return arrays, 0, arrays["detected"].shape[0], dict(group.attrs)
+            except FileNotFoundError:
+                pass  # packed or repacked by a writer since the index was read
+            if attempt == 0:
+                self.refresh()
+        raise StoreError(f"{self.output.path}: no keypoints for video {name!r}")
 
     def load(self, name: str, start: int | None = None, end: int | None = None) -> VideoKeypoints:
         """Arrays and metadata of one video, or of frames [start, end) of it (a clip cut from a long recording).
 
         Only the chunks covering the range are read. A range outside the video is an error naming both.
         """
-        group = self._group(name)
-        attrs = dict(group.attrs)
-        total = group["detected"].shape[0]
+        arrays, offset, total, attrs = self._arrays(name)
         lo = 0 if start is None else start
         hi = total if end is None else end
         if not 0 <= lo < hi <= total:
             raise StoreError(f"{self.output.item_path(name)}: frames [{lo}, {hi}) are outside its {total} frames")
+        window = slice(offset + lo, offset + hi)
         return VideoKeypoints(
             name=safe_name(name),
-            keypoints=group["keypoints"][lo:hi],
-            detected=group["detected"][lo:hi],
-            timestamps=group["timestamps"][lo:hi],
+            keypoints=arrays["keypoints"][window],
+            detected=arrays["detected"][window],
+            timestamps=arrays["timestamps"][window],
             fps=float(attrs["fps"]),
             width=attrs["width"],
             height=attrs["height"],

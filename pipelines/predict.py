@@ -222,9 +222,8 @@ def score_windows(predictor: Predictor, video: Path, keypoints: KeypointSet, nam
     owns), then one probability column per class."""
     model = predictor.model
     config = model.config
-    group = keypoints._group(name)
-    attrs = dict(group.attrs)
-    n, fps = int(group["detected"].shape[0]), float(attrs["fps"])
+    attrs = keypoints.attributes(name)
+    n, fps = int(attrs["num_frames"]), float(attrs["fps"])
     windows = plan_windows(n, fps, params, predictor.tube_params.frames, config.num_frames)
     inputs = _WindowInputs(predictor, keypoints, name, attrs["width"], attrs["height"])
     device = next(model.parameters()).device
@@ -466,12 +465,12 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
 
 def _predict_one(source, predictor: Predictor, keypoints: KeypointSet, params: PredictParams, output, tmp: Path,
                  progress: PredictProgress) -> VideoPrediction:
-    group = keypoints._group(source.name)
-    n, fps = int(group["detected"].shape[0]), float(group.attrs["fps"])
+    attrs = keypoints.attributes(source.name)
+    n, fps = int(attrs["num_frames"]), float(attrs["fps"])
     duration = n / fps if fps > 0 else float(n)
     item = output.item_path(source.name)
     windows_file = item / "windows.parquet"
-    reused = windows_file.is_file() and _item_matches(item, group.attrs["source_fingerprint"])
+    reused = windows_file.is_file() and _item_matches(item, attrs["source_fingerprint"])
     if reused:
         progress.video(source.name, None)
         windows = pd.read_parquet(windows_file)
@@ -483,7 +482,7 @@ def _predict_one(source, predictor: Predictor, keypoints: KeypointSet, params: P
         try:
             work.mkdir(parents=True)
             windows.to_parquet(work / "windows.parquet", index=False)
-            write_json_atomic(work / "item.json", {"fingerprint": group.attrs["source_fingerprint"],
+            write_json_atomic(work / "item.json", {"fingerprint": attrs["source_fingerprint"],
                                                    "frames": n, "fps": fps, "classes": predictor.classes})
             output.commit(work, source.name)
         except OSError as e:

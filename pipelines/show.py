@@ -81,7 +81,7 @@ def _source_frames(tubes: TubeSet, name: str, indices: np.ndarray) -> list[np.nd
 
     try:
         kps = KeypointSet(tubes.store, key=tubes.manifest["inputs"]["extract"])
-        path = kps._group(name).attrs["source_path"]
+        path = kps.attributes(name)["source_path"]
         wanted = {int(i) for i in indices}
         frames = {i: rgb for i, (_, rgb) in enumerate(iter_frames(path)) if i in wanted}
         return [frames[int(i)] for i in indices]

@@ -7,6 +7,7 @@ Layout of a store root (``cache/`` by default, ``--store`` / ``DUALNET_STORE`` t
     <root>/fingerprints.sqlite     memoised content hashes of input files (an accelerator only)
     <root>/<stage>/<key>/stage.json     stage name, version, parameters and upstream keys behind <key>
     <root>/<stage>/<key>/items/<name>/  one finished work item (a zarr group); present means complete
+    <root>/<stage>/<key>/items/@<id>/   a pack of many finished items (keypoint stages; see keypoint_packs)
     <root>/<stage>/<key>/failed/<name>.json  why an item failed in its latest attempt
     <root>/<stage>/<key>/runs/<shard>.json   the items the latest run of each shard was asked for
     <root>/<stage>/<key>/tmp/<shard>/   items being written; never read, cleared when a writer starts
@@ -35,6 +36,7 @@ from pipelines.hashing import FingerprintCache, stable_hash
 
 DEFAULT_STORE = "cache"
 STORE_ENV = "DUALNET_STORE"
+PACK_PREFIX = "@"  # items/@<id> is a pack of items: no item name (a safe_name) can start with it
 _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -226,11 +228,18 @@ class StageOutput:
     def item_path(self, name: str) -> Path:
         return self.items_dir / safe_name(name)
 
-    def item_names(self) -> list[str]:
-        """Names of the finished items, sorted."""
+    def _entries(self) -> list[str]:
         if not self.items_dir.is_dir():
             return []
         return sorted(e.name for e in os.scandir(self.items_dir) if e.is_dir())
+
+    def item_names(self) -> list[str]:
+        """Names of the finished items that have their own folder, sorted (packs are not listed)."""
+        return [n for n in self._entries() if not n.startswith(PACK_PREFIX)]
+
+    def pack_names(self) -> list[str]:
+        """Names of the item packs (``@<id>``), oldest first."""
+        return [n for n in self._entries() if n.startswith(PACK_PREFIX)]
 
     def failures(self) -> dict[str, dict]:
         """Failure records by item name: ``{"source": ..., "error": ..., "time": ...}``."""
@@ -270,7 +279,13 @@ class StageOutput:
             history = self.path / "metrics.jsonl"
             lines = history.read_text().splitlines() if history.exists() else []
             return [f"epoch {i}" for i, line in enumerate(lines) if line.strip()]
-        return self.item_names()
+        names = set(self.item_names())
+        for pack in self.pack_names():
+            try:
+                names.update(e["name"] for e in read_json(self.items_dir / pack / "zarr.json")["attributes"]["items"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return sorted(names)
 
     def summary(self, current: bool = False) -> StageSummary:
         manifest = self.manifest()
@@ -356,6 +371,31 @@ class StageOutput:
         _fsync_dir(self.items_dir)
         self.clear_failure(name)
         return final
+
+    def commit_pack(self, tmp_pack: Path, pack: str) -> Path:
+        """Move a fully written pack (a new, unique ``@<id>`` name) into place."""
+        if pack != PACK_PREFIX + safe_name(pack[len(PACK_PREFIX):]):
+            raise ValueError(f"{pack!r} is not a pack name")
+        final = self.items_dir / pack
+        os.replace(tmp_pack, final)
+        _fsync_dir(self.items_dir)
+        return final
+
+    def remove_item(self, name: str, tmp: Path) -> None:
+        """Remove a finished item or pack: moved into `tmp` first (one rename, so readers never see it half
+        removed), then deleted. An entry already gone is not an error."""
+        gone = tmp / f"{name}.{uuid.uuid4().hex[:8]}.gone"
+        try:
+            os.replace(self.items_dir / name, gone)
+        except FileNotFoundError:
+            return
+        _fsync_dir(self.items_dir)
+        shutil.rmtree(gone, ignore_errors=True)
+
+    @staticmethod
+    def discard(tmp_item: Path) -> None:
+        """Remove a half-written temporary item (after a write error: give back the space it took)."""
+        shutil.rmtree(tmp_item, ignore_errors=True)
 
     def record_failure(self, name: str, source: str, error: str) -> None:
         write_json_atomic(self.failed_dir / f"{safe_name(name)}.json",

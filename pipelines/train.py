@@ -26,7 +26,7 @@ from dualnet.config import ModelConfig
 from dualnet.entities import flip_order, get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
-from dualnet.transforms import hflip_clip
+from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_clip, jitter_crops
 from pipelines.errors import DualnetError, StoreError
 from pipelines.hashing import stable_hash
 from pipelines.metrics import evaluate
@@ -34,7 +34,7 @@ from pipelines.store import Shard, Store, write_file_atomic, write_json_atomic
 from pipelines.tubes import TubeSet
 
 STAGE = "train"
-VERSION = 1
+VERSION = 2  # 2: crop and colour jitter run batched on the training device (crop jitter by grid_sample)
 
 
 @dataclass(frozen=True)
@@ -95,30 +95,22 @@ def segment_indices(available: int, count: int, train: bool, rng: np.random.Gene
     return np.minimum(picks.astype(int), available - 1)
 
 
-def jitter_crops(tubes: torch.Tensor, amount: float, rng: np.random.Generator) -> torch.Tensor:
-    """Zoom into each entity's crops by up to `amount` with a random shift, the same over time (a tube stays a
-    tube). tubes (T, K, 3, S, S) uint8 -> same shape and dtype."""
-    t, k, c, s, _ = tubes.shape
-    out = torch.empty_like(tubes)
-    for e in range(k):
-        keep = 1 - amount * rng.random()
-        size = max(1, round(s * keep))
-        x0, y0 = (int(v) for v in rng.integers(0, s - size + 1, 2))
-        window = tubes[:, e, :, y0:y0 + size, x0:x0 + size].float()
-        out[:, e] = torch.nn.functional.interpolate(window, size=(s, s), mode="bilinear", align_corners=False
-                                                    ).round().clamp(0, 255).to(torch.uint8)
-    return out
-
-
-def colour_jitter(images: torch.Tensor, brightness: float, contrast: float) -> torch.Tensor:
-    """Scale brightness and contrast of uint8 images (any leading shape, channels third from last)."""
-    x = images.float() * brightness
-    mean = x.mean(dim=(-3, -2, -1), keepdim=True)
-    return ((x - mean) * contrast + mean).round().clamp(0, 255).to(torch.uint8)
+def augment(batch: dict) -> dict:
+    """Apply the crop and colour jitter a training batch carries (drawn per clip by the dataset: ``crop`` (B, K, 3)
+    windows, ``colour`` (B, 2) brightness and contrast) on the batch's device, so data loader workers only read
+    and select frames."""
+    if "crop" in batch:
+        batch["tubes"] = jitter_crops(batch["tubes"], batch.pop("crop"))
+    if "colour" in batch:
+        brightness, contrast = batch.pop("colour").unbind(-1)
+        batch["tubes"] = colour_jitter(batch["tubes"], brightness, contrast)
+        batch["frames"] = colour_jitter(batch["frames"], brightness, contrast)
+    return batch
 
 
 class ClipDataset(Dataset):
-    """Samples of T frames from cached tubes, with augmentation in training.
+    """Samples of T frames from cached tubes, flipped in training, with the crop and colour jitter to apply drawn
+    (`augment` applies them to the batch on the training device).
 
     Randomness comes from a generator seeded by (seed, epoch, index), so a sample is the same whichever worker
     draws it and whether or not the run was resumed.
@@ -147,18 +139,17 @@ class ClipDataset(Dataset):
             side = float(np.median(boxes[..., 2] - boxes[..., 0]))
             keypoints = keypoints.copy()
             keypoints[..., :2] += rng.normal(0, self.params.keypoint_noise * side, keypoints[..., :2].shape)
-        tubes_t = torch.from_numpy(np.ascontiguousarray(tubes))
-        frames_t = torch.from_numpy(np.ascontiguousarray(frames))
-        if self.train and self.params.crop_jitter > 0:
-            tubes_t = jitter_crops(tubes_t, self.params.crop_jitter, rng)
-        if self.train and self.params.colour_jitter > 0:
-            brightness, contrast = 1 + self.params.colour_jitter * (2 * rng.random(2) - 1)
-            tubes_t, frames_t = (colour_jitter(x, float(brightness), float(contrast)) for x in (tubes_t, frames_t))
-        item = {"tubes": tubes_t,
-                "frames": frames_t,
+        item = {"tubes": torch.from_numpy(np.ascontiguousarray(tubes)),
+                "frames": torch.from_numpy(np.ascontiguousarray(frames)),
                 "keypoints": torch.from_numpy(np.ascontiguousarray(keypoints)).float(),
                 "boxes": torch.from_numpy(np.ascontiguousarray(boxes)).float(),
                 "label": torch.tensor(self.clips.labels[i])}
+        if self.train and self.params.crop_jitter > 0:  # applied to the batch by `augment`
+            item["crop"] = torch.from_numpy(draw_crop_windows(len(self.entities), tubes.shape[-1],
+                                                              self.params.crop_jitter, rng))
+        if self.train and self.params.colour_jitter > 0:
+            item["colour"] = torch.from_numpy((1 + self.params.colour_jitter * (2 * rng.random(2) - 1)
+                                               ).astype(np.float32))
         if self.clips.coarse is not None:
             item["coarse"] = torch.tensor(self.clips.coarse[i])
         return item
@@ -294,7 +285,7 @@ def _inputs(batch: dict) -> dict:
     return {k: batch[k] for k in ("tubes", "frames", "keypoints", "boxes") if k in batch}
 
 
-def _batch_to(batch: dict, device: torch.device) -> dict:
+def _batch_to(batch: dict, device: torch.device) -> dict:  # non_blocking: batches come pinned when on CUDA
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -431,15 +422,18 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"] + 1, state["best"]
         torch.set_rng_state(state["rng"]["torch"])
-        history = [json.loads(line) for line in history_path.read_text().splitlines()
-                   if line.strip()][:start_epoch] if history_path.exists() else []
+    if history_path.exists():
+        # Lines past the last whole checkpoint belong to an epoch a kill cut short (its line was written, its
+        # checkpoint was not, even for the first epoch): that epoch is redone, so its line goes.
+        history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()][:start_epoch]
         if rank == 0:
-            _replace_text(history_path, "".join(json.dumps(h) + "\n" for h in history))  # drop a half-epoch's line
+            _replace_text(history_path, "".join(json.dumps(h) + "\n" for h in history))
     progress.start(params.epochs, start_epoch, steps_per_epoch)
+    pin = dev.type == "cuda"  # page-locked batches: the host-to-device copy overlaps compute
     val_loader = None
     if val_clips is not None and len(val_clips.names):
         val_loader = DataLoader(make_dataset(tubes, val_clips, config, params, train=False),
-                                batch_size=params.batch_size, num_workers=num_workers)
+                                batch_size=params.batch_size, num_workers=num_workers, pin_memory=pin)
     for epoch in range(start_epoch, params.epochs):
         train_set.epoch = epoch
         order = torch.Generator().manual_seed(params.seed * 100_003 + epoch)
@@ -447,19 +441,21 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
             sampler = torch.utils.data.DistributedSampler(train_set, world, rank, shuffle=True,
                                                           seed=params.seed)
             sampler.set_epoch(epoch)
-            loader = DataLoader(train_set, batch_size=params.batch_size, sampler=sampler, num_workers=num_workers)
+            loader = DataLoader(train_set, batch_size=params.batch_size, sampler=sampler, num_workers=num_workers,
+                                pin_memory=pin)
         elif params.balance == "sample":
             per_clip = 1.0 / counts[np.asarray(train_clips.labels)]
             sampler = torch.utils.data.WeightedRandomSampler(per_clip, len(train_set), generator=order)
-            loader = DataLoader(train_set, batch_size=params.batch_size, sampler=sampler, num_workers=num_workers)
+            loader = DataLoader(train_set, batch_size=params.batch_size, sampler=sampler, num_workers=num_workers,
+                                pin_memory=pin)
         else:
             loader = DataLoader(train_set, batch_size=params.batch_size, shuffle=True, generator=order,
-                                num_workers=num_workers)
+                                num_workers=num_workers, pin_memory=pin)
         model.train()
         started, seen, losses = time.perf_counter(), 0, []
         optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(loader):
-            batch = _batch_to(batch, dev)
+            batch = augment(_batch_to(batch, dev))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 out = net(**_inputs(batch))
                 loss, _ = model.loss(out, batch["label"], batch.get("coarse"), class_weights)

@@ -34,7 +34,6 @@ from dualnet.layouts import get_layout
 from pipelines.crops import crop_boxes, letterbox, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import stable_hash
-from pipelines.keypoint_format import item_attributes
 from pipelines.keypoints import KeypointSet
 from pipelines.store import Shard, StageOutput, Store
 from pipelines.video import iter_frames
@@ -42,6 +41,8 @@ from pipelines.video import iter_frames
 STAGE = "tubes"
 VERSION = 1
 ARRAYS = ("tubes", "frames", "boxes", "visible", "padding", "keypoints", "frame_index")
+LARGE = ("tubes", "frames", "keypoints")  # read per clip (one chunk each)
+SMALL = ("boxes", "visible", "padding", "frame_index")  # ~2 KB a clip: read whole once per pack, kept in memory
 IMAGE_CODEC = BloscCodec(cname="lz4hc", clevel=5, shuffle="noshuffle")
 
 
@@ -54,7 +55,7 @@ class TubeParams:
     global_size: int = 224  # side of the letterboxed global frame (the TSM convention)
     entity_set: str = "k6"  # k6: face, head, torso, hands, lower body (MA-52); k5: no lower body (iMiGUE)
     smooth_sigma: float = 1.0  # temporal smoothing of boxes, in frames of the source video
-    pack_size: int = 64  # clips per pack (per shard file); 20,000 clips -> ~313 packs
+    pack_size: int = 128  # clips per pack (one file per array); 20,000 clips -> 157 packs, 2,200 files
 
     def __post_init__(self) -> None:
         if self.frames < 1 or self.size < 8 or self.global_size < 8 or self.pack_size < 1:
@@ -114,15 +115,41 @@ def make_clip_tubes(name: str, keypoints_set: KeypointSet, params: TubeParams, v
     return ClipTubes(name, arrays, meta)
 
 
-def write_pack(path: Path, clips: list[ClipTubes], params: TubeParams) -> None:
-    """One pack: every array stacked over its clips, sharded into one file per array, one chunk per clip."""
+class TubePack:
+    """Up to `capacity` clips in preallocated (capacity, ...) arrays: adding a clip copies it into its row, so a
+    pack being built costs its own size in memory (a pack of 128 default clips: ~770 MB), never twice that."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.arrays: dict[str, np.ndarray] | None = None  # name -> (capacity, *clip shape), rows [0, len) filled
+        self.metas: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self.metas)
+
+    def add(self, clip: ClipTubes) -> None:
+        if len(self) >= self.capacity:
+            raise ValueError(f"pack is full ({self.capacity} clips)")
+        if self.arrays is None:  # np.zeros maps pages lazily: a pack of 3 clips touches 3 rows
+            self.arrays = {a: np.zeros((self.capacity, *clip.arrays[a].shape), clip.arrays[a].dtype) for a in ARRAYS}
+        for a in ARRAYS:
+            self.arrays[a][len(self)] = clip.arrays[a]
+        self.metas.append(clip.meta)
+
+    def clear(self) -> None:
+        self.metas.clear()
+
+
+def write_pack(path: Path, pack: TubePack, params: TubeParams) -> None:
+    """One pack: every array over its clips, sharded into one file per array, one chunk per clip."""
     group = zarr.open_group(path, mode="w")
-    group.attrs.update({"clips": [{**c.meta, "row": r} for r, c in enumerate(clips)],
+    group.attrs.update({"clips": [{**m, "row": r} for r, m in enumerate(pack.metas)],
                         "entities": [e.name for e in get_entity_set(params.entity_set)]})
     for name in ARRAYS:
-        data = np.stack([c.arrays[name] for c in clips])
+        data = pack.arrays[name][:len(pack)]
         # Images: Blosc-LZ4HC measured 1.8x smaller than raw and ~2x faster to read than zarr's default zstd
-        # (16 vs 32 ms per clip here); the small arrays keep the default.
+        # (16 vs 32 ms per clip here); the small arrays keep the default. One chunk per clip: per-frame chunks
+        # (to read only the T frames training draws) measured slower, zarr's cost per chunk outweighing the decode.
         compressors = IMAGE_CODEC if name in ("tubes", "frames") else "auto"
         group.create_array(name, data=data, chunks=(1, *data.shape[1:]), shards=data.shape, compressors=compressors)
 
@@ -195,9 +222,7 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
         done = pack_index(output)
         todo = []
         for name in wanted:
-            attrs = item_attributes(keypoints.output.item_path(name))
-            if attrs is None:
-                raise StoreError(f"{keypoints.output.item_path(name)}: no keypoints for clip {name!r}")
+            attrs = keypoints.attributes(name)
             fingerprint = attrs["source_fingerprint"]
             if name in done and done[name][2] == fingerprint:
                 report.skipped.append(name)
@@ -205,10 +230,10 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
                 video = Path(video_root) / attrs["source_name"] if video_root else Path(attrs["source_path"])
                 todo.append((name, fingerprint, video))
         progress.start(len(todo), len(report.skipped))
-        pending: list[ClipTubes] = []
+        pending = TubePack(params.pack_size)
 
         def flush() -> None:
-            if not pending:
+            if not len(pending):
                 return
             pack = _new_pack_name()
             try:
@@ -217,9 +242,9 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
             except OSError as e:
                 shutil.rmtree(tmp / pack, ignore_errors=True)  # give back what the half pack took (a full disk)
                 raise StoreError(f"{output.path}: cannot write pack {pack} ({e.strerror or e})") from e
-            for clip in pending:
-                output.clear_failure(clip.name)
-                report.processed.append(clip.name)
+            for meta in pending.metas:
+                output.clear_failure(meta["name"])
+                report.processed.append(meta["name"])
             report.packs += 1
             pending.clear()
 
@@ -232,7 +257,7 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
                 progress.item(name, str(e))
                 continue
             clip.meta["fingerprint"] = fingerprint
-            pending.append(clip)
+            pending.add(clip)
             progress.item(name, None)
             if len(pending) >= params.pack_size:
                 flush()
@@ -260,20 +285,23 @@ class TubeSet:
         self.output = self.store.stage(STAGE, key)
         self.manifest = self.output.manifest()
         self.index = pack_index(self.output)
-        self._packs: dict[str, tuple[dict[str, zarr.Array], list[dict]]] = {}
+        self._packs: dict[str, tuple[dict[str, zarr.Array], dict[str, np.ndarray], list[dict]]] = {}
 
     def names(self) -> list[str]:
         return sorted(self.index)
 
-    def _locate(self, name: str) -> tuple[dict[str, zarr.Array], int, dict]:
+    def _locate(self, name: str) -> tuple[dict[str, zarr.Array], dict[str, np.ndarray], int, dict]:
+        """(large array handles, small arrays in memory, row, clip metadata) of one clip."""
         if name not in self.index:
             raise StoreError(f"{self.output.path}: no tubes for clip {name!r}")
         pack, row, _ = self.index[name]
-        if pack not in self._packs:  # array handles are opened once per pack, not once per read
+        if pack not in self._packs:  # opened once per pack; its small arrays read whole, once (each read of
+            # a small array costs ~3 ms of zarr overhead, more than its data)
             group = zarr.open_group(self.output.items_dir / pack, mode="r")
-            self._packs[pack] = ({a: group[a] for a in ARRAYS}, list(group.attrs["clips"]))
-        arrays, clips = self._packs[pack]
-        return arrays, row, clips[row]
+            small = dict(zip(SMALL, sync(_gather([group[a] for a in SMALL], slice(None))), strict=True))
+            self._packs[pack] = ({a: group[a] for a in LARGE}, small, list(group.attrs["clips"]))
+        large, small, clips = self._packs[pack]
+        return large, small, row, clips[row]
 
     @property
     def entities(self) -> list[str]:
@@ -281,9 +309,10 @@ class TubeSet:
 
     def load(self, name: str) -> dict[str, np.ndarray]:
         """Every array of one clip (see the module docstring), plus ``meta``."""
-        arrays, row, meta = self._locate(name)
-        values = sync(_gather_row([arrays[a] for a in ARRAYS], row))  # one trip through zarr's event loop
-        out: dict = dict(zip(ARRAYS, values, strict=True))
+        large, small, row, meta = self._locate(name)
+        values = sync(_gather([large[a] for a in LARGE], row))  # one trip through zarr's event loop
+        out: dict = dict(zip(LARGE, values, strict=True))
+        out.update({a: small[a][row].copy() for a in SMALL})  # copies: callers may write to them
         out["meta"] = meta
         return out
 
@@ -314,8 +343,9 @@ class TubeSet:
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
-async def _gather_row(arrays: list[zarr.Array], row: int) -> list[np.ndarray]:
-    return list(await asyncio.gather(*(a.async_array.getitem(row) for a in arrays)))
+async def _gather(arrays: list[zarr.Array], selection) -> list[np.ndarray]:
+    """The same basic selection of several arrays, read concurrently."""
+    return list(await asyncio.gather(*(a.async_array.getitem(selection) for a in arrays)))
 
 
 def count_files(path: Path) -> int:

@@ -14,9 +14,10 @@ def assert_same_keypoints(a: KeypointSet, b: KeypointSet, names: list[str] | Non
     names = names if names is not None else a.names()
     assert names and set(names) <= set(b.names())
     for name in names:
-        ga, gb = a._group(name), b._group(name)
+        ca, cb = a.load(name), b.load(name)
         for arr in ("keypoints", "detected", "timestamps"):
-            np.testing.assert_array_equal(ga[arr][:], gb[arr][:], err_msg=f"{name}/{arr}")
-        attrs_a = {k: v for k, v in ga.attrs.items() if k not in _VOLATILE}
-        attrs_b = {k: v for k, v in gb.attrs.items() if k not in _VOLATILE}
+            np.testing.assert_array_equal(getattr(ca, arr), getattr(cb, arr), err_msg=f"{name}/{arr}")
+            assert getattr(ca, arr).dtype == getattr(cb, arr).dtype, f"{name}/{arr}"
+        attrs_a = {k: v for k, v in a.attributes(name).items() if k not in _VOLATILE}
+        attrs_b = {k: v for k, v in b.attributes(name).items() if k not in _VOLATILE}
         assert attrs_a == attrs_b, name

@@ -24,7 +24,9 @@ import torch
 
 from conftest import MA52_VIDEOS, REPO, requires_shared
 from helpers import assert_same_keypoints
+from pipelines.keypoint_packs import KeypointIndex
 from pipelines.keypoints import KeypointSet
+from pipelines.store import Store
 from pipelines.tubes import ARRAYS, TubeSet
 
 pytestmark = requires_shared
@@ -48,38 +50,53 @@ def timed_reference(cmd: list[str], count_done) -> tuple[float, float]:
 
 
 def kill_schedule(stage: str, count: int, startup: float, per_unit: float, total: int, count_done):
-    """Seeded kill moments, each within the work the next run has left (runs resume after the last whole unit):
-    a callable giving the next delay, None when the points are used up or nothing is left to do."""
+    """Seeded kill points, each within the work the next run has left (runs resume after the last whole unit): a
+    callable giving the next point, None when the points are used up or nothing is left to do.
+
+    A point is (units, delay): kill `delay` seconds after the run has landed `units` more units of work (for
+    units = 0, after its start). Tying kills to landed work rather than to the clock alone makes the schedule hold
+    however fast or loaded the machine is: a kill after unit u always finds u units done, and the delay stays well
+    inside one unit, so the run is still working when it comes.
+    """
     rng = np.random.default_rng([SEED, sum(map(ord, stage))])
     points = iter(range(count))
 
-    def next_delay() -> float | None:
+    def next_point() -> tuple[int, float] | None:
         left = total - count_done()
         if next(points, None) is None or left <= 0:
             return None
-        return startup + rng.uniform(0.05, 0.7) * left * per_unit
+        units = int(rng.integers(0, left))
+        if units == 0:  # during start-up or the first unit
+            return 0, rng.uniform(0.3, 1.0) * startup + rng.uniform(0.05, 0.6) * per_unit
+        return units, rng.uniform(0.05, 0.6) * per_unit
 
-    return next_delay
+    return next_point
 
 
-def run_with_kills(cmd: list[str], delays, after_kill) -> int:
-    """Start `cmd`, SIGKILL it after each delay (restarting it each time), call `after_kill()` after every kill;
-    then run it to the end. `delays` is a list, or a callable giving the next delay (None: stop killing). Returns
-    how many runs were really killed (not finished before their moment)."""
+def run_with_kills(cmd: list[str], points, count_done, after_kill) -> int:
+    """Start `cmd` and SIGKILL it at each kill point (restarting it each time), calling `after_kill()` after every
+    kill; then run it to the end. `points` is a callable giving the next (units, delay), None to stop. Returns how
+    many runs were really killed (not finished before their point)."""
     killed = 0
-    schedule = iter(delays) if not callable(delays) else iter(delays, None)
-    for delay in schedule:
+    for units, delay in iter(points, None):
+        base = count_done()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        mark = time.monotonic() if units == 0 else None
         try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
-            killed += 1
-        else:
-            assert proc.returncode == 0, proc.stderr.read()
+            while proc.poll() is None:
+                if mark is None and count_done() >= base + units:
+                    mark = time.monotonic()
+                if mark is not None and time.monotonic() - mark >= delay:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(30)
+                    killed += 1
+                    break
+                time.sleep(0.02)
+            else:
+                assert proc.returncode == 0, proc.stderr.read()
         finally:
             proc.kill()
+            proc.wait(30)
             if proc.stderr:
                 proc.stderr.close()
         after_kill()
@@ -111,13 +128,17 @@ def test_extract_survives_random_kills(ma52_store, tmp_path):
         if names:
             assert_same_keypoints(partial, reference, names)  # every visible item is whole and right
 
-    def items(root: Path):
-        return lambda: len(list(root.glob("extract/*/items/*")))
+    def items(root: Path):  # videos done, loose or packed
+        def count() -> int:
+            outputs = list(root.glob("extract/*/stage.json"))
+            return len(KeypointIndex(Store(root).stage("extract", outputs[0].parent.name))) if outputs else 0
+        return count
 
     startup, per_clip = timed_reference(cli("extract", str(videos), "--store", str(tmp_path / "whole")),
                                         items(tmp_path / "whole"))
     killed = run_with_kills(cli("extract", str(videos), "--store", str(store)),
-                            kill_schedule("extract", 6, startup, per_clip, len(SHORT_CLIPS), items(store)), check)
+                            kill_schedule("extract", 6, startup, per_clip, len(SHORT_CLIPS), items(store)),
+                            items(store), check)
     assert killed >= 3, f"only {killed} of 6 runs were killed before finishing"
     assert_same_keypoints(KeypointSet(tmp_path / "whole"), reference, list(SHORT_CLIPS))
     assert_same_keypoints(KeypointSet(store), reference, list(SHORT_CLIPS))
@@ -147,7 +168,7 @@ def test_tubes_survive_random_kills(ma52_tubes, tmp_path):
     startup, per_pack = timed_reference(cli("tubes", "--store", str(tmp_path / "whole"), "--pack-size", "2"),
                                         packs(tmp_path / "whole"))
     killed = run_with_kills(cli("tubes", "--store", str(store), "--pack-size", "2"),
-                            kill_schedule("tubes", 7, startup, per_pack, 3, packs(store)), check)
+                            kill_schedule("tubes", 7, startup, per_pack, 3, packs(store)), packs(store), check)
     assert killed >= 3, f"only {killed} of 7 runs were killed before finishing"
     final = TubeSet(store)
     assert final.names() == reference.names()
@@ -172,9 +193,19 @@ def test_training_survives_random_kills(ma52_tubes, tmp_path):
         return count
 
     def whole_epochs(root: Path):  # what a resumed run would not redo: epochs with a whole checkpoint
+        seen: dict[int, int] = {}  # checkpoint mtime -> its epochs (polled often: load each version once)
+
         def count() -> int:
             last = list((root / "train").glob("*/last.pt"))
-            return torch.load(last[0], weights_only=False)["epoch"] + 1 if last else 0
+            if not last:
+                return 0
+            try:
+                stamp = last[0].stat().st_mtime_ns
+            except FileNotFoundError:
+                return max(seen.values(), default=0)
+            if stamp not in seen:
+                seen[stamp] = torch.load(last[0], weights_only=False)["epoch"] + 1
+            return seen[stamp]
         return count
 
     startup, per_epoch = timed_reference(cmd(tmp_path / "whole"), epochs(tmp_path / "whole"))
@@ -189,7 +220,8 @@ def test_training_survives_random_kills(ma52_tubes, tmp_path):
                 json.loads(line)
 
     killed = run_with_kills(cmd(tmp_path / "killed"),
-                            kill_schedule("train", 7, startup, per_epoch, 3, whole_epochs(tmp_path / "killed")), check)
+                            kill_schedule("train", 7, startup, per_epoch, 3, whole_epochs(tmp_path / "killed")),
+                            whole_epochs(tmp_path / "killed"), check)
     assert killed >= 4, f"only {killed} of 7 runs were killed before finishing"
     run_a = next((tmp_path / "whole" / "train").glob("*/done.json")).parent
     run_b = next((tmp_path / "killed" / "train").glob("*/done.json")).parent

@@ -109,7 +109,7 @@ def test_pyskl_pickle_with_two_people(tmp_path):
         np.testing.assert_allclose(clip.keypoints[..., :2], ann["keypoint"][0])
         np.testing.assert_allclose(clip.keypoints[..., 2], ann["keypoint_score"][0])
         assert clip.detected.all()
-        assert kps._group(ann["frame_dir"]).attrs["label"] == ann["label"]
+        assert kps.attributes(ann["frame_dir"])["label"] == ann["label"]
 
 
 def test_malformed_pickle_fails_before_anything_is_written(tmp_path):
@@ -147,7 +147,7 @@ def test_jhmdb_store_equals_the_pickles(tmp_path):
         for i in (0, len(data["pose"]) // 2, len(data["pose"]) - 1):
             clip = kps.load(f"GT_{part}_1_{i:04d}")
             np.testing.assert_array_equal(clip.keypoints[..., :2], data["pose"][i].astype(np.float32))
-            assert kps._group(f"GT_{part}_1_{i:04d}").attrs["label"] == data["label"][i]
+            assert kps.attributes(f"GT_{part}_1_{i:04d}")["label"] == data["label"][i]
     assert len(KeypointSet(tmp_path / "store", ImportParams("jhmdb")).names()) == 433 + 176
 
 
@@ -187,7 +187,7 @@ def test_miga_arrays_with_a_layout_from_json(tmp_path):
     assert clip.layout == "miga_22_test" and clip.keypoints.shape == (10, 22, 3)
     np.testing.assert_allclose(clip.keypoints[:7], arrays[1, :, :7, :, 0].transpose(1, 2, 0), rtol=1e-6)
     assert clip.detected.tolist() == [True] * 7 + [False] * 3
-    assert kps._group("0054_2").attrs["label"] == 31
+    assert kps.attributes("0054_2")["label"] == 31
     (tmp_path / "train_label.pkl").write_bytes(pickle.dumps((["a", "b"], [1, 2])))
     with pytest.raises(InputError, match="train_label.pkl: 2 labels for 3 arrays"):
         run_import(tmp_path / "train_data.npy", params, tmp_path / "store")

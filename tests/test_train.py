@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import dualnet
 from conftest import MA52_VIDEOS, REPO, requires_shared, run_cli
-from pipelines.train import LabelledClips, TrainParams, load_model, segment_indices, train
+from pipelines.train import LabelledClips, TrainParams, augment, load_model, run_key, segment_indices, train
 from pipelines.tubes import TubeSet
 
 pytestmark = requires_shared
@@ -54,8 +54,15 @@ def test_train_then_reuse(ma52_tubes, tmp_path):
     tubes = TubeSet(tmp_path / "store")
     config = dualnet.preset("tiny", num_classes=6)
     params = TrainParams(epochs=3, batch_size=3, lr=3e-3)
+    # a run killed after writing its first epoch's line but before that epoch's checkpoint (found by the crash
+    # fuzzer): the epoch is redone, and its stale line must not stay in the history
+    run_dir = tmp_path / "store" / "train" / run_key(config, params, tubes, _clips(tubes), _clips(tubes))
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 9.9}) + "\n")
     result = train(config, tubes, _clips(tubes), _clips(tubes), params)
     assert result.epochs_run == 3 and len(result.history) == 3 and not result.reused
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in lines] == [0, 1, 2] and lines[0]["train_loss"] != 9.9
     assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_top1"] <= 1 for h in result.history)
     assert {"last.pt", "best.pt", "metrics.jsonl", "done.json"} <= {p.name for p in result.run_dir.iterdir()}
     again = train(config, tubes, _clips(tubes), _clips(tubes), params)
@@ -114,19 +121,28 @@ def _one_clip(tubes: TubeSet, config) -> dict:
 
 
 def test_augmentations_are_deterministic_and_keep_shapes(ma52_tubes):
+    from torch.utils.data import default_collate
+
     from pipelines.train import ClipDataset
 
     config = dualnet.preset("tiny", num_classes=6)
     data = ClipDataset(ma52_tubes, _clips(ma52_tubes), config, TrainParams(flip=0.5, crop_jitter=0.2,
                                                                            colour_jitter=0.3), train=True)
     plain = ClipDataset(ma52_tubes, _clips(ma52_tubes), config, TrainParams(), train=False)
-    a, b = data[0], data[0]
+
+    def augmented(dataset, i):
+        return augment(default_collate([dataset[i]]))
+
+    a, b = augmented(data, 0), augmented(data, 0)
+    assert set(a) == {"tubes", "frames", "keypoints", "boxes", "label"}  # the jitter was applied and dropped
     for key in ("tubes", "frames", "keypoints", "boxes"):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True)  # same (seed, epoch, index)
-    assert a["tubes"].shape == plain[0]["tubes"].shape and a["tubes"].dtype == torch.uint8
-    assert not torch.equal(a["tubes"], plain[0]["tubes"])
+    assert a["tubes"].shape == (1, *plain[0]["tubes"].shape) and a["tubes"].dtype == torch.uint8
+    assert not torch.equal(a["tubes"][0], plain[0]["tubes"])
+    assert not torch.equal(a["frames"][0], plain[0]["frames"])
     data.epoch = 1
-    assert not torch.equal(data[0]["tubes"], a["tubes"])  # a new epoch draws new augmentations
+    assert not torch.equal(augmented(data, 0)["tubes"], a["tubes"])  # a new epoch draws new augmentations
+    assert set(plain[0]) == {"tubes", "frames", "keypoints", "boxes", "label"}  # evaluation: nothing to apply
 
 
 def test_ma52_layout_train_eval_and_hidden_label_submission(ma52_tubes, tmp_path):

@@ -1,0 +1,310 @@
+"""Keypoint packs: many short keypoint items in one zarr group, so that a 20,000-clip dataset is a few hundred files.
+
+Items are written and committed one by one (`keypoint_format`): a killed run loses at most the item in progress.
+`compact` then copies finished short items into packs. A pack is a zarr group at ``items/@<id>`` (no item can have
+that name: item names are `safe_name`s, which never hold '@')::
+
+    keypoints (N, V, 3), detected (N,), timestamps (N,)
+        the items one after another along the frame axis, each starting on a chunk boundary (the frames between
+        items are NaN, False, NaN); every array is one shard, i.e. one file, and reading an item reads its chunks
+    attributes: layout, keypoint_names, chunk_frames and
+        items: [{name, offset, <the item's own attributes: num_frames, fps, width, height, source_...>}]
+
+Which copy of an item counts: a loose item folder over any packed copy, a newer pack over an older one (pack ids
+sort by creation time). A compaction commits a pack first and only then moves each packed folder away (one
+``os.replace``) and removes it, so a reader sees the same data at every moment and a kill anywhere leaves a valid
+store (at worst a duplicate, which the next compaction removes). Items of `LONG_FRAMES` frames or more (long
+recordings) stay in their own group, where reads of a window touch only its chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from pipelines.errors import StoreError
+from pipelines.keypoint_format import item_attributes, item_fingerprint
+from pipelines.store import PACK_PREFIX, StageOutput, safe_name
+
+PACK_ITEMS = 256  # items per pack: MA-52's 22,422 clips -> 88 packs of 7 files
+PACK_FRAMES = 32_768  # frames per pack: 256 MA-52 clips; 543 points x 3 x float32 = 214 MB while a pack is built
+CHUNK_FRAMES = 32  # frames per chunk inside a pack: a 1-3 s clip is 2-3 whole chunks
+LONG_FRAMES = 4_096  # items this long (2.3 min at 30 fps) or longer stay in their own group: few files, no copying
+_SHARED = ("layout", "keypoint_names")  # attributes a pack holds once for all its items
+
+
+@dataclass(frozen=True)
+class PackedItem:
+    """Where one item lives inside a pack."""
+
+    pack: str
+    offset: int  # first frame of the item along the pack's frame axis
+    num_frames: int
+    attrs: dict  # the item's attributes exactly as its loose group had them
+
+
+def new_pack_name() -> str:
+    """A fresh pack name; names sort by creation time."""
+    return f"{PACK_PREFIX}{time.time_ns():016x}-{uuid.uuid4().hex[:6]}"
+
+
+def read_pack_attributes(path: Path) -> dict | None:
+    """A pack's attributes, or None when it is absent or unreadable (its items then count as missing)."""
+    try:
+        with open(path / "zarr.json") as f:
+            attrs = json.load(f)["attributes"]
+        attrs["items"]  # noqa: B018 - a pack without an item list is not a pack
+        return attrs
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class KeypointIndex:
+    """Where each item of a keypoint output lives, read from the folder listing and the packs' attributes (a few
+    hundred small JSON files for 20,000 clips). A snapshot: build a new one to see later writes."""
+
+    def __init__(self, output: StageOutput):
+        self.output = output
+        self.loose: set[str] = set(output.item_names())
+        self.packed: dict[str, PackedItem] = {}
+        self.packs: dict[str, list[str]] = {}  # pack -> every name it holds, live or superseded
+        for pack in output.pack_names():  # oldest first, so a newer pack's copy wins
+            attrs = read_pack_attributes(output.items_dir / pack)
+            if attrs is None:
+                continue
+            shared = {k: attrs[k] for k in _SHARED}
+            held = []
+            for entry in attrs["items"]:
+                own = {k: v for k, v in entry.items() if k not in ("name", "offset")}
+                self.packed[entry["name"]] = PackedItem(pack, int(entry["offset"]), int(entry["num_frames"]),
+                                                        {**shared, **own})
+                held.append(entry["name"])
+            self.packs[pack] = held
+
+    def names(self) -> list[str]:
+        """Every item name, sorted."""
+        return sorted(self.loose | self.packed.keys())
+
+    def __contains__(self, name: str) -> bool:
+        name = safe_name(name)
+        return name in self.loose or name in self.packed
+
+    def __len__(self) -> int:
+        return len(self.loose | self.packed.keys())
+
+    def locate(self, name: str) -> PackedItem | None:
+        """The packed copy that counts for `name`, or None when the item is loose (or absent)."""
+        name = safe_name(name)
+        return None if name in self.loose else self.packed.get(name)
+
+    def attributes(self, name: str) -> dict | None:
+        """The item's attributes (layout, fps, frame size, source), or None when absent or unreadable."""
+        name = safe_name(name)
+        if name in self.loose:
+            return item_attributes(self.output.item_path(name))
+        entry = self.packed.get(name)
+        return dict(entry.attrs) if entry else None
+
+    def fingerprint(self, name: str) -> str | None:
+        """The source fingerprint the item records, or None when absent or unreadable."""
+        name = safe_name(name)
+        if name in self.loose:
+            return item_fingerprint(self.output.item_path(name))
+        entry = self.packed.get(name)
+        return entry.attrs.get("source_fingerprint") if entry else None
+
+    def live(self, pack: str) -> list[str]:
+        """Names whose counting copy is in `pack`."""
+        return [n for n in self.packs.get(pack, []) if n not in self.loose and self.packed[n].pack == pack]
+
+
+class KeypointPackBuilder:
+    """Collects items for one pack in growing arrays, then writes the pack in one go.
+
+    Args:
+        layout, keypoint_names: Shared by every item of the pack.
+        dtype: Of the keypoints array (float32 or float16, as the items were written).
+        capacity: Frames the pack may hold at most (items are placed on chunk boundaries).
+    """
+
+    def __init__(self, layout: str, keypoint_names: list[str], dtype: str, capacity: int = PACK_FRAMES,
+                 chunk_frames: int = CHUNK_FRAMES):
+        self.layout, self.keypoint_names, self.dtype = layout, list(keypoint_names), np.dtype(dtype)
+        self.chunk = chunk_frames
+        self.capacity = -(-capacity // chunk_frames) * chunk_frames
+        self.keypoints = np.empty((0, len(keypoint_names), 3), self.dtype)  # (N, V, 3), NaN between items
+        self.detected = np.empty(0, bool)  # (N,)
+        self.timestamps = np.empty(0, np.float64)  # (N,)
+        self.entries: list[dict] = []
+        self.frames = 0  # end of the last item, rounded up to a chunk
+
+    def fits(self, layout: str, num_keypoints: int, dtype, num_frames: int) -> bool:
+        """Whether an item of this shape can join the pack."""
+        return (layout == self.layout and num_keypoints == len(self.keypoint_names) and np.dtype(dtype) == self.dtype
+                and self.frames + num_frames <= self.capacity)
+
+    def _grow(self, frames: int) -> None:
+        """Room for `frames` frames at least (doubling, up to the capacity)."""
+        have = len(self.detected)
+        if frames <= have:
+            return
+        size = min(self.capacity, max(frames, 2 * have, 1024))
+        grown = np.full((size, *self.keypoints.shape[1:]), np.nan, self.dtype)
+        grown[:have] = self.keypoints
+        self.keypoints = grown
+        self.detected = np.concatenate([self.detected, np.zeros(size - have, bool)])
+        self.timestamps = np.concatenate([self.timestamps, np.full(size - have, np.nan)])
+
+    def add(self, name: str, attrs: dict, keypoints: np.ndarray, detected: np.ndarray,
+            timestamps: np.ndarray) -> None:
+        """Append one item: keypoints (T, V, 3), detected (T,), timestamps (T,), with its attributes."""
+        t = len(keypoints)
+        if not self.fits(attrs["layout"], keypoints.shape[1], keypoints.dtype, t):
+            raise ValueError(f"item {name!r} does not fit pack of layout {self.layout} ({self.frames} of "
+                             f"{self.capacity} frames used)")
+        at = self.frames
+        self._grow(at + -(-t // self.chunk) * self.chunk)
+        self.keypoints[at:at + t] = keypoints
+        self.detected[at:at + t] = detected
+        self.timestamps[at:at + t] = timestamps
+        self.entries.append({"name": name, "offset": at,
+                             **{k: v for k, v in attrs.items() if k not in _SHARED}, "num_frames": t})
+        self.frames = at + -(-t // self.chunk) * self.chunk
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def write(self, path: Path) -> None:
+        """Write the pack as a zarr group at `path` (a temporary location; the caller commits it)."""
+        if not self.entries:
+            raise ValueError("an empty pack is not written")
+        n = self.frames  # a whole number of chunks: each array is exactly one shard
+        group = zarr.open_group(path, mode="w")
+        group.attrs.update({"layout": self.layout, "keypoint_names": self.keypoint_names,
+                            "chunk_frames": self.chunk, "items": self.entries})
+        for name, data, chunks in (("keypoints", self.keypoints[:n], (self.chunk, *self.keypoints.shape[1:])),
+                                   ("detected", self.detected[:n], (self.chunk,)),
+                                   ("timestamps", self.timestamps[:n], (self.chunk,))):
+            group.create_array(name, data=data, chunks=chunks, shards=data.shape)
+
+
+def _read_loose(output: StageOutput, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    group = zarr.open_group(output.item_path(name), mode="r")
+    return group["keypoints"][:], group["detected"][:], group["timestamps"][:]
+
+
+def _read_packed(output: StageOutput, entry: PackedItem, groups: dict) -> tuple[np.ndarray, ...]:
+    if entry.pack not in groups:
+        groups[entry.pack] = zarr.open_group(output.items_dir / entry.pack, mode="r")
+    group = groups[entry.pack]
+    lo, hi = entry.offset, entry.offset + entry.num_frames
+    return group["keypoints"][lo:hi], group["detected"][lo:hi], group["timestamps"][lo:hi]
+
+
+def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = None, *,
+            owns: Callable[[str], bool] = lambda name: True, pack_items: int = PACK_ITEMS,
+            pack_frames: int = PACK_FRAMES, long_frames: int = LONG_FRAMES) -> int:
+    """Copy short loose items into packs and remove the loose copies; returns the number of packs written.
+
+    Args:
+        output: A keypoint stage output (the caller holds the store lock for it).
+        tmp: The writer's temporary folder (packs are built there, then committed).
+        candidates: Loose items to pack (default: every loose item `owns` accepts).
+        owns: Which names this writer may touch (its shard's).
+
+    When there is something to pack, the live items of small packs (under half full in items and frames, every
+    item owned) are packed with it, so runs that add a few items each keep at most one small pack rather than
+    many; packs whose every item is superseded are removed. With nothing loose to pack nothing is written, so a
+    re-run that does no work writes nothing. Raises StoreError when the store cannot be written; the store stays
+    valid (what was not yet packed stays loose).
+    """
+    index = KeypointIndex(output)
+    wanted = index.loose if candidates is None else {safe_name(n) for n in candidates} & index.loose
+    sources: list[tuple[str, PackedItem | None, dict]] = []  # (name, packed copy or None when loose, attributes)
+    for name in sorted(wanted):
+        attrs = index.attributes(name) if owns(name) else None
+        if attrs is not None and 0 < int(attrs.get("num_frames", 0)) < min(long_frames, pack_frames):
+            sources.append((name, None, attrs))
+    if not sources:
+        return 0
+    retired: list[str] = []  # packs to remove once their live items are in new packs
+    for pack, held in index.packs.items():
+        live = index.live(pack)
+        if not live:
+            retired.append(pack)
+        elif (len(live) < pack_items // 2 and sum(index.packed[n].num_frames for n in live) < pack_frames // 2
+              and all(owns(n) for n in held)):
+            sources.extend((n, index.packed[n], index.packed[n].attrs) for n in live)
+            retired.append(pack)
+
+    groups: dict = {}
+    builder: KeypointPackBuilder | None = None
+    loose_in_builder: list[str] = []
+    written = 0
+
+    def flush() -> None:
+        nonlocal builder, written
+        if builder is None or not len(builder):
+            return
+        pack = new_pack_name()
+        try:
+            builder.write(tmp / pack)
+            output.commit_pack(tmp / pack, pack)
+            for name in loose_in_builder:
+                output.remove_item(name, tmp)
+        except OSError as e:
+            output.discard(tmp / pack)
+            raise StoreError(f"{output.path}: cannot write keypoint pack {pack} ({e.strerror or e})") from e
+        loose_in_builder.clear()
+        builder = None
+        written += 1
+
+    for name, packed, attrs in sources:
+        arrays = _read_packed(output, packed, groups) if packed else _read_loose(output, name)
+        t, v = arrays[0].shape[:2]
+        if builder is not None and (len(builder) >= pack_items or not builder.fits(attrs["layout"], v,
+                                                                                     arrays[0].dtype, t)):
+            flush()
+        if builder is None:
+            builder = KeypointPackBuilder(attrs["layout"], attrs["keypoint_names"], str(arrays[0].dtype),
+                                          capacity=pack_frames)
+        builder.add(name, attrs, *arrays)
+        if packed is None:
+            loose_in_builder.append(name)
+    flush()
+    for pack in retired:
+        try:
+            output.remove_item(pack, tmp)
+        except OSError as e:
+            raise StoreError(f"{output.path}: cannot remove superseded keypoint pack {pack} ({e.strerror or e})"
+                             ) from e
+    return written
+
+
+class Compactor:
+    """Packs a writer's finished items as they come: every `pack_items` new items, and the rest at `finish`."""
+
+    def __init__(self, output: StageOutput, tmp: Path, owns: Callable[[str], bool] = lambda name: True,
+                 pack_items: int = PACK_ITEMS):
+        self.output, self.tmp, self.owns, self.pack_items = output, tmp, owns, pack_items
+        self.pending: list[str] = []
+        self.packs = 0
+
+    def added(self, name: str) -> None:
+        """Item `name` was committed (loose)."""
+        self.pending.append(name)
+        if len(self.pending) >= self.pack_items:
+            self.packs += compact(self.output, self.tmp, self.pending, owns=self.owns, pack_items=self.pack_items)
+            self.pending.clear()
+
+    def finish(self) -> None:
+        """Pack every loose item this writer owns (this run's, and any a killed run or an older store left)."""
+        self.packs += compact(self.output, self.tmp, None, owns=self.owns, pack_items=self.pack_items)
+        self.pending.clear()

@@ -1,0 +1,200 @@
+"""Keypoint packs: compaction keeps every item bit for bit, the right copy wins, and a failure anywhere leaves a
+valid store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import requires_shared
+from dualnet.layouts import COCO_17, get_layout
+from helpers import assert_same_keypoints
+from pipelines import keypoint_packs
+from pipelines.errors import StoreError
+from pipelines.keypoint_format import write_keypoint_item
+from pipelines.keypoint_packs import KeypointIndex, compact
+from pipelines.keypoints import KeypointSet
+from pipelines.store import Shard, Store
+from pipelines.tubes import count_files
+
+
+def _output(root, key="packtest"):
+    store = Store(root)
+    output = store.stage("import", key)
+    tmp = output.prepare({"stage": "import", "version": 1, "params": {}, "inputs": {}}, Shard())
+    return store, output, tmp
+
+
+def _put(output, tmp, name, frames, seed, fingerprint=None, dtype="float32"):
+    """Write and commit one loose item of random COCO-17 keypoints; returns its keypoints."""
+    rng = np.random.default_rng(seed)
+    kp = rng.uniform(0, 640, (frames, COCO_17.num_keypoints, 3)).astype(dtype)
+    kp[rng.random(frames) < 0.2] = np.nan  # frames where nobody was found
+    detected = ~np.isnan(kp[:, 0, 0])
+    write_keypoint_item(tmp / f"{name}.w", kp, detected, np.arange(frames) / 25.0, layout=COCO_17, fps=25.0,
+                        width=640, height=480, source_name=f"{name}.json", source_path=f"/data/{name}.json",
+                        fingerprint=fingerprint or f"fp-{name}-{seed}", dtype=dtype, extra={"label": seed % 7})
+    output.commit(tmp / f"{name}.w", name)
+    return kp
+
+
+def _snapshot(kps: KeypointSet) -> dict:
+    return {n: (kps.load(n), kps.attributes(n)) for n in kps.names()}
+
+
+def _assert_snapshot(kps: KeypointSet, snap: dict) -> None:
+    assert kps.names() == sorted(snap)
+    for name, (clip, attrs) in snap.items():
+        got = kps.load(name)
+        for arr in ("keypoints", "detected", "timestamps"):
+            np.testing.assert_array_equal(getattr(got, arr), getattr(clip, arr), err_msg=f"{name}/{arr}")
+            assert getattr(got, arr).dtype == getattr(clip, arr).dtype
+        assert kps.attributes(name) == attrs, name
+
+
+def test_compaction_keeps_every_item_bit_for_bit_in_few_files(tmp_path):
+    store, output, tmp = _output(tmp_path)
+    lengths = [1, 37, 64, 65, 90, 128, 3] * 10  # chunk edges, one-frame clips
+    for i, t in enumerate(lengths):
+        _put(output, tmp, f"clip{i:03d}", t, seed=i, dtype="float16" if i == 5 else "float32")
+    kps = KeypointSet(store, key=output.key)
+    before, files_before = _snapshot(kps), count_files(output.items_dir)
+    assert files_before > 6 * len(lengths)  # 7 a group (less chunks zarr skips as all fill value)
+
+    written = compact(output, tmp, pack_items=32)
+    kps.refresh()
+    _assert_snapshot(kps, before)
+    index = KeypointIndex(output)
+    assert not index.loose and len(index.packs) == written
+    assert written == 4  # in name order: clip000-004, clip005 (float16: a pack of its own), 2 x 32
+    assert count_files(output.items_dir) == 7 * written
+    # frame ranges of a packed item read only that item
+    clip = kps.load("clip004", 10, 20)
+    np.testing.assert_array_equal(clip.keypoints, before["clip004"][0].keypoints[10:20])
+    with pytest.raises(StoreError, match=r"frames \[80, 100\) are outside its 90 frames"):
+        kps.load("clip004", 80, 100)
+    # status counts packed items
+    summary = output.summary()
+    assert summary.done == len(lengths)
+    # nothing loose, nothing to do: a second compaction writes nothing
+    stamp = output.items_dir.stat().st_mtime_ns
+    assert compact(output, tmp, pack_items=32) == 0
+    assert output.items_dir.stat().st_mtime_ns == stamp
+
+
+def test_the_counting_copy_loose_over_packed_newer_pack_over_older(tmp_path):
+    store, output, tmp = _output(tmp_path)
+    for i in range(6):
+        _put(output, tmp, f"c{i}", 40 + i, seed=i)
+    compact(output, tmp)
+    first_pack, = KeypointIndex(output).packs
+    # the source of c2 changed: a new loose item overrides the packed copy at once
+    new_c2 = _put(output, tmp, "c2", 55, seed=100, fingerprint="fp-new")
+    kps = KeypointSet(store, key=output.key)
+    np.testing.assert_array_equal(kps.load("c2").keypoints, new_c2)
+    assert KeypointIndex(output).fingerprint("c2") == "fp-new"
+    snap = _snapshot(kps)
+    # packing it again: a newer pack holds c2 and, being small, the old pack's live items with it; the old pack
+    # is retired
+    assert compact(output, tmp) == 1
+    index = KeypointIndex(output)
+    assert first_pack not in index.packs and len(index.packs) == 1 and not index.loose
+    kps.refresh()
+    _assert_snapshot(kps, snap)
+
+
+def test_long_items_stay_loose_and_sharded_writers_pack_only_their_own(tmp_path, monkeypatch):
+    store, output, tmp = _output(tmp_path)
+    _put(output, tmp, "long", 300, seed=1)
+    for i in range(8):
+        _put(output, tmp, f"s{i}", 30, seed=10 + i)
+    shard = Shard(0, 2)
+    compact(output, tmp, owns=shard.owns, long_frames=256)
+    index = KeypointIndex(output)
+    mine = {f"s{i}" for i in range(8) if shard.owns(f"s{i}")}
+    assert 0 < len(mine) < 8
+    assert set(index.packed) == mine
+    assert index.loose == {"long"} | ({f"s{i}" for i in range(8)} - mine)
+
+
+def test_a_failure_at_any_step_of_a_compaction_leaves_the_same_data(tmp_path, monkeypatch):
+    store, output, tmp = _output(tmp_path)
+    for i in range(10):
+        _put(output, tmp, f"c{i}", 20 + 3 * i, seed=i)
+    kps = KeypointSet(store, key=output.key)
+    snap = _snapshot(kps)
+
+    # 1. the pack cannot be written (a full disk): nothing moves, the half pack is gone
+    def no_space(self, path):
+        (path / "keypoints").mkdir(parents=True)
+        (path / "keypoints" / "partial").write_bytes(b"x" * 100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keypoint_packs.KeypointPackBuilder, "write", no_space)
+    with pytest.raises(StoreError, match="cannot write keypoint pack .*No space left on device"):
+        compact(output, tmp)
+    monkeypatch.undo()
+    assert not list(tmp.iterdir())
+    kps.refresh()
+    _assert_snapshot(kps, snap)
+
+    # 2. killed between committing the pack and removing the loose copies: both exist, both read the same
+    calls = []
+
+    def fail_after_three(self, name, tmp_dir):
+        calls.append(name)
+        if len(calls) > 3:
+            raise OSError(5, "Input/output error")
+        return original(self, name, tmp_dir)
+
+    original = output.remove_item.__func__
+    monkeypatch.setattr(type(output), "remove_item", fail_after_three)
+    with pytest.raises(StoreError):
+        compact(output, tmp)
+    monkeypatch.undo()
+    index = KeypointIndex(output)
+    assert len(index.packs) == 1 and len(index.loose) == 7  # three moved away, seven duplicates left
+    kps.refresh()
+    _assert_snapshot(kps, snap)
+
+    # 3. the next compaction cleans up: one pack, nothing loose, same data
+    compact(output, tmp)
+    index = KeypointIndex(output)
+    assert len(index.packs) == 1 and not index.loose
+    kps.refresh()
+    _assert_snapshot(kps, snap)
+
+
+def test_an_unreadable_pack_counts_as_missing_items_not_a_crash(tmp_path):
+    store, output, tmp = _output(tmp_path)
+    for i in range(3):
+        _put(output, tmp, f"c{i}", 30, seed=i)
+    compact(output, tmp)
+    pack, = KeypointIndex(output).packs
+    (output.items_dir / pack / "zarr.json").write_text("{ torn")
+    kps = KeypointSet(store, key=output.key)
+    assert kps.names() == []
+    with pytest.raises(StoreError, match="no keypoints for video 'c1'"):
+        kps.load("c1")
+
+
+@requires_shared
+def test_extract_packs_its_items_and_reads_equal_the_loose_items(ma52_store, tmp_path):
+    """The real extraction is packed at the end of its run; a loose copy of every item reads the same."""
+    packed = KeypointSet(ma52_store)
+    index = packed.index
+    assert len(index.packs) == 1 and not index.loose and len(index) == 6
+    store, output, tmp = _output(tmp_path)
+    for name in packed.names():
+        clip, attrs = packed.load(name), packed.attributes(name)
+        extra = {k: v for k, v in attrs.items() if k not in ("layout", "keypoint_names", "fps", "width", "height",
+                                                            "num_frames", "source_name", "source_path",
+                                                            "source_fingerprint", "coordinates")}
+        write_keypoint_item(tmp / name, clip.keypoints, clip.detected, clip.timestamps,
+                            layout=get_layout(clip.layout), fps=clip.fps, width=clip.width, height=clip.height,
+                            source_name=attrs["source_name"], source_path=attrs["source_path"],
+                            fingerprint=attrs["source_fingerprint"], coordinates=attrs["coordinates"], extra=extra)
+        output.commit(tmp / name, name)
+    loose = KeypointSet(store, key=output.key)
+    assert loose.index.loose == set(packed.names())
+    assert_same_keypoints(loose, packed)
