@@ -51,6 +51,12 @@ class RichExtractProgress:
             self.progress.console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
 
 
+def _bar(*extra) -> Progress:
+    """The progress bar every stage draws on stderr: description, bar, done/total, `extra` columns, times."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=err_console)
+
+
 class _FrameRate(TextColumn):
     """Frames per second of a Rich task."""
 
@@ -93,9 +99,7 @@ def extract(
         part = Shard.parse(shard)
     except ValueError as e:
         fail(str(e))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _FrameRate(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
-                  transient=False) as bar:
+    with _bar(_FrameRate()) as bar:
         try:
             report = run_extract(inputs, Store(store), params, workers, part, video_root, RichExtractProgress(bar))
         except DualnetError as e:
@@ -272,8 +276,7 @@ def tubes(
     try:
         params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set,
                             pack_size=pack_size)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=err_console) as bar:
+        with _bar() as bar:
             report = run_tubes(Store(store), params, _keypoint_set(store, keypoints_key), None, video_root,
                                RichTubeProgress(bar))
     except (ValueError, KeyError) as e:
@@ -391,9 +394,7 @@ def train(
                                 entity_set=entity_set, layout=tubes.load(train_clips.names[0])["meta"]["layout"])
         params = TrainParams(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, balance=balance,
                              accumulate=accumulate, seed=seed)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                      console=err_console) as bar:
+        with _bar(TextColumn("{task.fields[info]}")) as bar:
             result = run_train(config, tubes, train_clips, val_clips, params, Store(store),
                                RichTrainProgress(bar), num_workers=workers, classes=list(index.classes))
     except (ValueError, KeyError) as e:
@@ -513,8 +514,7 @@ def predict(
     try:
         params = PredictParams(window=window, stride=stride, min_score=min_score, top_k=top_k,
                                batch_size=batch_size)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=err_console) as bar:
+        with _bar() as bar:
             report = run_predict(inputs, checkpoint, Store(store), params, out, people, plot, device,
                                  RichPredictProgress(bar), RichExtractProgress(bar))
     except ValueError as e:
