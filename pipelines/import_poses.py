@@ -9,17 +9,18 @@ one line naming the file and record before anything is written.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from dualnet.layouts import get_layout
-from pipelines.errors import DualnetError, InputError, StoreError
+from pipelines.errors import DualnetError, InputError
 from pipelines.hashing import FingerprintCache, stable_hash
 from pipelines.importers import ImportedClip
-from pipelines.keypoint_format import write_keypoint_item
-from pipelines.keypoint_packs import Compactor, KeypointIndex
+from pipelines.keypoint_format import item_attrs
+from pipelines.keypoint_packs import KeypointIndex, PackWriter
 from pipelines.store import Shard, Store
 
 STAGE = "import"
@@ -128,7 +129,7 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
         store.set_ref(STAGE, key, asdict(params))
         names: list[str] = []
         index = KeypointIndex(output)
-        compactor = Compactor(output, tmp)
+        writer = PackWriter(output, tmp, params.dtype)
         for fp, path, unit in units:
             if params.format == "openpose" and index.fingerprint(Path(path).name) == fp:
                 report.skipped.append(Path(path).name)
@@ -145,20 +146,13 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
                 if index.fingerprint(clip.name) == fp:
                     report.skipped.append(clip.name)
                     continue
-                group = tmp / f"{clip.name}.{uuid.uuid4().hex[:8]}"
-                timestamps = [i / clip.fps for i in range(len(clip.keypoints))]
-                try:
-                    write_keypoint_item(group, clip.keypoints, clip.detected, timestamps, layout=clip.layout,
-                                        fps=clip.fps, width=clip.width, height=clip.height,
-                                        source_name=Path(clip.source_path).name, source_path=clip.source_path,
-                                        fingerprint=fp, dtype=params.dtype, coordinates=clip.coordinates,
-                                        extra={"import_format": params.format, **clip.extra})
-                    output.commit(group, clip.name)
-                except OSError as e:
-                    raise StoreError(f"{output.path}: cannot write item {clip.name!r} ({e.strerror or e})") from e
+                timestamps = np.arange(len(clip.keypoints)) / clip.fps
+                attrs = item_attrs(clip.layout, clip.fps, clip.width, clip.height, Path(clip.source_path).name,
+                                   clip.source_path, fp, clip.coordinates,
+                                   {"import_format": params.format, **clip.extra})
+                writer.add(clip.name, attrs, clip.keypoints, clip.detected, timestamps)
                 report.processed.append(clip.name)
-                compactor.added(clip.name)
-        compactor.finish()
+        writer.finish()
         output.record_run(shard, names)
         output.finish(shard)
     report.seconds = time.perf_counter() - started

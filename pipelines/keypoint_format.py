@@ -33,7 +33,7 @@ class KeypointItemWriter:
                  extra: dict[str, Any] | None = None, chunk_frames: int = CHUNK_FRAMES):
         self.layout, self.dtype, self.num_frames = layout, dtype, 0
         self.group = zarr.open_group(group_path, mode="w")
-        self.attrs = _item_attrs(layout, fps, width, height, source_name, source_path, fingerprint, coordinates,
+        self.attrs = item_attrs(layout, fps, width, height, source_name, source_path, fingerprint, coordinates,
                                  extra)
         v = layout.num_keypoints
         chunk = max(chunk_frames, 1)
@@ -89,7 +89,7 @@ def write_keypoint_item(
         raise ValueError(f"keypoints of shape {keypoints.shape} do not fit layout {layout.name} "
                          f"({layout.num_keypoints} keypoints)")
     group = zarr.open_group(group_path, mode="w")  # whole arrays at once: 3 writes (importers write 20k items)
-    group.attrs.update({**_item_attrs(layout, fps, width, height, source_name, source_path, fingerprint,
+    group.attrs.update({**item_attrs(layout, fps, width, height, source_name, source_path, fingerprint,
                                       coordinates, extra), "num_frames": t})
     chunk = min(max(t, 1), CHUNK_FRAMES)
     group.create_array("keypoints", data=keypoints.astype(dtype), chunks=(chunk, v, 3))
@@ -97,8 +97,9 @@ def write_keypoint_item(
     group.create_array("timestamps", data=np.asarray(timestamps, dtype=np.float64), chunks=(chunk,))
 
 
-def _item_attrs(layout: Layout, fps: float, width: int | None, height: int | None, source_name: str,
-                source_path: str, fingerprint: str, coordinates: str, extra: dict[str, Any] | None) -> dict:
+def item_attrs(layout: Layout, fps: float, width: int | None, height: int | None, source_name: str,
+               source_path: str, fingerprint: str, coordinates: str, extra: dict[str, Any] | None) -> dict:
+    """The attributes of an item (``num_frames`` 0 until its frames are known)."""
     return {"layout": layout.name, "keypoint_names": list(layout.keypoint_names), "fps": float(fps), "width": width,
             "height": height, "num_frames": 0, "source_name": source_name, "source_path": source_path,
             "source_fingerprint": fingerprint, "coordinates": coordinates, **(extra or {})}
@@ -154,7 +155,7 @@ def write_keypoint_items(items: list[dict], concurrency: int = 64) -> None:
             raise ValueError(f"keypoints of shape {kp.shape} do not fit layout {layout.name} "
                              f"({layout.num_keypoints} keypoints)")
         group = await za.open_group(store=item["group_path"], mode="w")
-        attrs = _item_attrs(layout, item["fps"], item["width"], item["height"], item["source_name"],
+        attrs = item_attrs(layout, item["fps"], item["width"], item["height"], item["source_name"],
                             item["source_path"], item["fingerprint"],
                             item.get("coordinates", "x, y in pixels of the source frame; score in [0, 1]; NaN where "
                                                     "not detected"), item.get("extra"))

@@ -1,7 +1,8 @@
 """Keypoint packs: many short keypoint items in one zarr group, so that a 20,000-clip dataset is a few hundred files.
 
-Items are written and committed one by one (`keypoint_format`): a killed run loses at most the item in progress.
-`compact` then copies finished short items into packs. A pack is a zarr group at ``items/@<id>`` (no item can have
+`extract` writes and commits items one by one (`keypoint_format`): a killed run loses at most the item in
+progress; `compact` then copies finished short items into packs. `import`, which holds whole clips in memory,
+writes packs directly (`PackWriter`). A pack is a zarr group at ``items/@<id>`` (no item can have
 that name: item names are `safe_name`s, which never hold '@')::
 
     keypoints (N, V, 3), detected (N,), timestamps (N,)
@@ -221,8 +222,8 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
 
     When there is something to pack, the live items of small packs (under half full in items and frames, every
     item owned) are packed with it, so runs that add a few items each keep at most one small pack rather than
-    many; packs whose every item is superseded are removed. With nothing loose to pack nothing is written, so a
-    re-run that does no work writes nothing. Raises StoreError when the store cannot be written; the store stays
+    many. Packs whose every item is superseded are removed. With nothing to pack or remove nothing is written, so
+    a re-run that does no work writes nothing. Raises StoreError when the store cannot be written; the store stays
     valid (what was not yet packed stays loose).
     """
     index = KeypointIndex(output)
@@ -232,17 +233,14 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
         attrs = index.attributes(name) if owns(name) else None
         if attrs is not None and 0 < int(attrs.get("num_frames", 0)) < min(long_frames, pack_frames):
             sources.append((name, None, attrs))
-    if not sources:
-        return 0
-    retired: list[str] = []  # packs to remove once their live items are in new packs
-    for pack, held in index.packs.items():
-        live = index.live(pack)
-        if not live:
-            retired.append(pack)
-        elif (len(live) < pack_items // 2 and sum(index.packed[n].num_frames for n in live) < pack_frames // 2
-              and all(owns(n) for n in held)):
-            sources.extend((n, index.packed[n], index.packed[n].attrs) for n in live)
-            retired.append(pack)
+    retired = [pack for pack in index.packs if not index.live(pack)]  # every item superseded: removed at the end
+    if sources:  # small packs join what is packed anyway, so that they do not pile up
+        for pack, held in index.packs.items():
+            live = index.live(pack)
+            if (live and len(live) < pack_items // 2 and all(owns(n) for n in held)
+                    and sum(index.packed[n].num_frames for n in live) < pack_frames // 2):
+                sources.extend((n, index.packed[n], index.packed[n].attrs) for n in live)
+                retired.append(pack)
 
     groups: dict = {}
     builder: KeypointPackBuilder | None = None
@@ -286,6 +284,63 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
             raise StoreError(f"{output.path}: cannot remove superseded keypoint pack {pack} ({e.strerror or e})"
                              ) from e
     return written
+
+
+class PackWriter:
+    """Writes items straight into packs, for writers that hold whole items in memory (`import`): no loose folder
+    first. A killed run loses at most the pack in progress. Call `finish` at the end.
+
+    Args:
+        output: A keypoint stage output (the caller holds the store lock for it).
+        tmp: The writer's temporary folder.
+        dtype: Stored keypoint dtype.
+    """
+
+    def __init__(self, output: StageOutput, tmp: Path, dtype: str = "float32", pack_items: int = PACK_ITEMS):
+        self.output, self.tmp, self.dtype, self.pack_items = output, tmp, dtype, pack_items
+        self.builder: KeypointPackBuilder | None = None
+        self.packs = 0
+
+    def add(self, name: str, attrs: dict, keypoints: np.ndarray, detected: np.ndarray,
+            timestamps: np.ndarray) -> None:
+        """Queue one item (attributes as `keypoint_format.item_attrs` makes them): keypoints (T, V, 3), detected
+        (T,), timestamps (T,). It is in the store once its pack is written (every `pack_items`, and at `finish`)."""
+        keypoints = np.asarray(keypoints).astype(self.dtype)
+        t, v = keypoints.shape[:2]
+        if self.builder is not None and (len(self.builder) >= self.pack_items
+                                         or not self.builder.fits(attrs["layout"], v, keypoints.dtype, t)):
+            self.flush()
+        if self.builder is None:
+            self.builder = KeypointPackBuilder(attrs["layout"], attrs["keypoint_names"], self.dtype,
+                                               capacity=max(PACK_FRAMES, t))
+        self.builder.add(safe_name(name), {**attrs, "num_frames": t}, keypoints, np.asarray(detected, bool),
+                         np.asarray(timestamps, np.float64))
+
+    def flush(self) -> None:
+        """Write and commit the pack in progress, if any."""
+        if self.builder is None or not len(self.builder):
+            return
+        pack = new_pack_name()
+        try:
+            self.builder.write(self.tmp / pack)
+            self.output.commit_pack(self.tmp / pack, pack)
+        except OSError as e:
+            self.output.discard(self.tmp / pack)
+            raise StoreError(f"{self.output.path}: cannot write keypoint pack {pack} ({e.strerror or e})") from e
+        for entry in self.builder.entries:
+            try:  # a loose copy would count over the packed one (a store written before packs existed)
+                self.output.remove_item(entry["name"], self.tmp)
+            except OSError as e:
+                raise StoreError(f"{self.output.path}: cannot replace item {entry['name']!r} ({e.strerror or e})"
+                                 ) from e
+            self.output.clear_failure(entry["name"])
+        self.builder = None
+        self.packs += 1
+
+    def finish(self) -> None:
+        """Write the last pack, then merge small packs and remove superseded ones (`compact`)."""
+        self.flush()
+        self.packs += compact(self.output, self.tmp, (), pack_items=self.pack_items)
 
 
 class Compactor:

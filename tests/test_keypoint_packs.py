@@ -198,3 +198,35 @@ def test_extract_packs_its_items_and_reads_equal_the_loose_items(ma52_store, tmp
     loose = KeypointSet(store, key=output.key)
     assert loose.index.loose == set(packed.names())
     assert_same_keypoints(loose, packed)
+
+
+def test_pack_writer_supersedes_loose_and_older_packed_copies(tmp_path):
+    from pipelines.keypoint_format import item_attrs
+    from pipelines.keypoint_packs import PackWriter
+
+    store, output, tmp = _output(tmp_path)
+    _put(output, tmp, "old_loose", 30, seed=1)  # as a store from before packs would hold it
+
+    def write(names, seed, pack_items=256):
+        writer = PackWriter(output, tmp, pack_items=pack_items)
+        want = {}
+        for i, name in enumerate(names):
+            rng = np.random.default_rng([seed, i])
+            kp = rng.uniform(0, 100, (20 + i, 17, 3)).astype(np.float32)
+            attrs = item_attrs(COCO_17, 25.0, 640, 480, f"{name}.pkl", f"/data/{name}.pkl", f"fp{seed}", "px", None)
+            writer.add(name, attrs, kp, np.ones(len(kp), bool), np.arange(len(kp)) / 25.0)
+            want[name] = kp
+        writer.finish()
+        return want, writer.packs
+
+    first, packs = write(["a", "b", "c", "old_loose"], seed=1, pack_items=2)
+    assert packs == 2
+    index = KeypointIndex(output)
+    assert not index.loose and len(index.packs) == 2  # the loose copy was replaced, not left to win
+    second, _ = write(["a", "b"], seed=2)  # a changed source: both items of the first pack are written again
+    index = KeypointIndex(output)
+    assert len(index.packs) == 2  # the first pack, now wholly superseded, was removed
+    kps = KeypointSet(store, key=output.key)
+    for name, kp in {**first, **second}.items():
+        np.testing.assert_array_equal(kps.load(name).keypoints, kp)
+    assert kps.attributes("a")["source_fingerprint"] == "fp2" and kps.attributes("c")["source_fingerprint"] == "fp1"
