@@ -52,7 +52,7 @@ def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
     from pipelines.extract import VERSION as EXTRACT_VERSION
     from pipelines.extract import ExtractParams
     from pipelines.extract import stage_key as extract_key
-    from pipelines.keypoint_packs import PACK_ITEMS, KeypointPackBuilder, new_pack_name
+    from pipelines.keypoint_packs import PackWriter
     from pipelines.keypoints import KeypointSet
     from pipelines.store import Shard, Store
     from pipelines.tubes import VERSION as TUBES_VERSION
@@ -83,25 +83,13 @@ def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
                           "layout": params.layout}, Shard())
     attributes = [source_kp.attributes(name) for name in names]
     started = time.perf_counter()
-    builder: KeypointPackBuilder | None = None
-
-    def commit_keypoints() -> None:
-        pack = new_pack_name()
-        builder.write(tmp / pack)
-        output.commit_pack(tmp / pack, pack)
-
-    for i in range(n):  # packs as `extract` leaves them after its compaction
+    writer = PackWriter(output, tmp)  # packs as `extract` leaves them after its compaction
+    for i in range(n):
         clip, attrs = clips[i % len(clips)], attributes[i % len(clips)]
         attrs = {**attrs, "source_name": f"v{i:05d}.mp4", "source_path": str(videos / f"v{i:05d}.mp4"),
                  "source_fingerprint": prints[i]}
-        if builder is not None and (len(builder) == PACK_ITEMS or not builder.fits(
-                clip.layout, clip.keypoints.shape[1], clip.keypoints.dtype, len(clip.keypoints))):
-            commit_keypoints()
-            builder = None
-        if builder is None:
-            builder = KeypointPackBuilder(clip.layout, clip.keypoint_names, str(clip.keypoints.dtype))
-        builder.add(f"v{i:05d}", attrs, clip.keypoints, clip.detected, clip.timestamps)
-    commit_keypoints()
+        writer.add(f"v{i:05d}", attrs, clip.keypoints, clip.detected, clip.timestamps)
+    writer.finish()
     output.record_run(Shard(), [f"v{i:05d}" for i in range(n)])
     output.finish(Shard())
     store.set_ref("extract", output.key, asdict(params))

@@ -196,6 +196,22 @@ class KeypointPackBuilder:
             group.create_array(name, data=data, chunks=chunks, shards=data.shape)
 
 
+def commit_pack(output: StageOutput, tmp: Path, builder: KeypointPackBuilder, replaces: Iterable[str] = ()) -> str:
+    """Write `builder`'s pack under `tmp`, move it into place, then remove the loose item folders it `replaces`
+    (each with one rename); returns the pack's name. Raises StoreError when the store cannot be written: a half
+    pack is removed, and what was not yet replaced stays readable as it was."""
+    pack = new_pack_name()
+    try:
+        builder.write(tmp / pack)
+        output.commit_pack(tmp / pack, pack)
+        for name in replaces:
+            output.remove_item(name, tmp)
+    except OSError as e:
+        output.discard(tmp / pack)
+        raise StoreError(f"{output.path}: cannot write keypoint pack {pack} ({e.strerror or e})") from e
+    return pack
+
+
 def _read_loose(output: StageOutput, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     group = zarr.open_group(output.item_path(name), mode="r")
     return group["keypoints"][:], group["detected"][:], group["timestamps"][:]
@@ -251,15 +267,7 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
         nonlocal builder, written
         if builder is None or not len(builder):
             return
-        pack = new_pack_name()
-        try:
-            builder.write(tmp / pack)
-            output.commit_pack(tmp / pack, pack)
-            for name in loose_in_builder:
-                output.remove_item(name, tmp)
-        except OSError as e:
-            output.discard(tmp / pack)
-            raise StoreError(f"{output.path}: cannot write keypoint pack {pack} ({e.strerror or e})") from e
+        commit_pack(output, tmp, builder, loose_in_builder)
         loose_in_builder.clear()
         builder = None
         written += 1
@@ -320,20 +328,11 @@ class PackWriter:
         """Write and commit the pack in progress, if any."""
         if self.builder is None or not len(self.builder):
             return
-        pack = new_pack_name()
-        try:
-            self.builder.write(self.tmp / pack)
-            self.output.commit_pack(self.tmp / pack, pack)
-        except OSError as e:
-            self.output.discard(self.tmp / pack)
-            raise StoreError(f"{self.output.path}: cannot write keypoint pack {pack} ({e.strerror or e})") from e
-        for entry in self.builder.entries:
-            try:  # a loose copy would count over the packed one (a store written before packs existed)
-                self.output.remove_item(entry["name"], self.tmp)
-            except OSError as e:
-                raise StoreError(f"{self.output.path}: cannot replace item {entry['name']!r} ({e.strerror or e})"
-                                 ) from e
-            self.output.clear_failure(entry["name"])
+        names = [entry["name"] for entry in self.builder.entries]
+        # a loose copy would count over the packed one (a store written before packs existed): it goes
+        commit_pack(self.output, self.tmp, self.builder, names)
+        for name in names:
+            self.output.clear_failure(name)
         self.builder = None
         self.packs += 1
 
