@@ -24,6 +24,7 @@ from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import stable_hash
 from pipelines.keypoint_format import KeypointItemWriter
 from pipelines.keypoint_packs import Compactor, KeypointIndex
+from pipelines.kill_points import kill_point
 from pipelines.sources import VideoSource, resolve_sources
 from pipelines.store import Shard, StageOutput, Store
 from pipelines.subject import StreamingSubjectTracker
@@ -70,9 +71,10 @@ class ExtractParams:
         return "coco_wholebody" if self.backend == "rtmlib" else "mediapipe_holistic"
 
 
-def stage_key(params: ExtractParams) -> str:
-    """The store key of `extract` outputs made with `params`."""
-    return stable_hash({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {}})
+def stage_key(params: ExtractParams, namespace: str = "") -> str:
+    """The store key of `extract` outputs made with `params` (in `namespace`, see `run_extract`)."""
+    return stable_hash({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {},
+                        **({"namespace": namespace} if namespace else {})})
 
 
 def stage_output(store: Store, params: ExtractParams) -> StageOutput:
@@ -147,12 +149,16 @@ def extract_video(source: VideoSource, fingerprint: str, params: ExtractParams, 
             times.append(t)
             if resolved is not None:
                 _store_call(group_path, lambda r=resolved: writer.append(*r))
-            if on_frames is not None and len(times) % 8 == 0:
-                on_frames(8)
+                kill_point("extract.block")
+            if len(times) % 8 == 0:
+                kill_point("extract.frames")
+                if on_frames is not None:
+                    on_frames(8)
         resolved = tracker.flush()
         if resolved is not None:
             _store_call(group_path, lambda: writer.append(*resolved))
         _store_call(group_path, lambda: writer.close(regular_timestamps(times, info.fps)))
+        kill_point("extract.item_written")
     except DualnetError:
         raise
     except Exception as e:  # a decoder or pose-model failure on this file must not end a 20,000-video run
@@ -188,6 +194,7 @@ def _process_one(source: VideoSource, fingerprint: str, params: ExtractParams, o
         output.commit(group_path, source.name)
     except OSError as e:
         raise StoreError(f"{output.path}: cannot write item {source.name!r} ({e.strerror or e})") from e
+    kill_point("extract.item_committed")
     return n
 
 
@@ -252,24 +259,35 @@ def run_extract(
     shard: Shard = Shard(),
     video_root: str | Path | None = None,
     progress: ExtractProgress | None = None,
+    namespace: str = "",
+    replace_changed: bool = False,
 ) -> ExtractReport:
     """Extract keypoints for every video `inputs` name into the store; skip what is already done.
 
     Bad videos (missing, empty, not a video, truncated) are recorded as failures with a one-line reason and do not
-    stop the others. Raises StoreLockedError when another writer holds the store, InputError when the inputs
-    themselves cannot be resolved.
+    stop the others. An item is never replaced by a different video silently: a video whose item name is held by
+    another file (another path, other content) fails with a one-line reason; the same path with new content
+    (a file edited in place) is extracted again. Raises StoreLockedError when another writer holds the store,
+    InputError when the inputs themselves cannot be resolved.
+
+    Args:
+        namespace: Keeps these items in an output of their own (e.g. ``predict``: videos scored by a model never
+            touch a dataset's items); part of the stage key.
+        replace_changed: Replace an item whose video changed, wherever it now is (for caches such as predict's).
     """
     store = store if isinstance(store, Store) else Store(store)
     progress = progress or ExtractProgress()
     started = time.perf_counter()
     sources = resolve_sources(inputs, video_root, shard)
-    key = stage_key(params)
+    key = stage_key(params, namespace)
     report = ExtractReport(key)
     output = store.stage(STAGE, key)
     with store.lock(shard):
-        tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {},
-                              "layout": params.layout}, shard)
-        store.set_ref(STAGE, key, asdict(params))
+        manifest = {"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {},
+                    "layout": params.layout, **({"namespace": namespace} if namespace else {})}
+        tmp = output.prepare(manifest, shard)
+        if not namespace:  # a namespace's output is reached through the stage that asked for it
+            store.set_ref(STAGE, key, asdict(params))
         output.record_run(shard, [s.name for s in sources])
         todo: list[tuple[VideoSource, str]] = []
         index = KeypointIndex(output)
@@ -284,8 +302,13 @@ def run_extract(
                 except OSError as e:
                     _fail(output, report, progress, source, str(InputError(source.path, e.strerror or str(e))))
                     continue
-                if index.fingerprint(source.name) == fp:
+                held = index.fingerprint(source.name)
+                if held == fp:
                     report.skipped.append(source.name)
+                elif held is not None and not replace_changed and _held_elsewhere(index, source):
+                    _fail(output, report, progress, source, str(InputError(
+                        source.path, f"a different video ({index.attributes(source.name).get('source_path')}) is "
+                        f"already stored as item {source.name!r}; rename one of them or use another --store")))
                 else:
                     todo.append((source, fp))
         finally:
@@ -309,6 +332,12 @@ def run_extract(
         output.finish(shard)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _held_elsewhere(index: KeypointIndex, source: VideoSource) -> bool:
+    """Whether the stored item of `source`'s name came from a file at another path (its content differs too)."""
+    held = (index.attributes(source.name) or {}).get("source_path")
+    return held is not None and os.path.abspath(held) != source.path
 
 
 def _fail(output: StageOutput, report: ExtractReport, progress: ExtractProgress, source: VideoSource,

@@ -21,6 +21,7 @@ from pipelines.hashing import FingerprintCache, stable_hash
 from pipelines.importers import ImportedClip
 from pipelines.keypoint_format import item_attrs
 from pipelines.keypoint_packs import KeypointIndex, PackWriter
+from pipelines.kill_points import kill_point
 from pipelines.store import Shard, Store
 
 STAGE = "import"
@@ -151,6 +152,7 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
                                    clip.source_path, fp, clip.coordinates,
                                    {"import_format": params.format, **clip.extra})
                 writer.add(clip.name, attrs, clip.keypoints, clip.detected, timestamps)
+                kill_point("import.clip")
                 report.processed.append(clip.name)
         writer.finish()
         output.record_run(shard, names)

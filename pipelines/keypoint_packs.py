@@ -32,6 +32,7 @@ import zarr
 
 from pipelines.errors import StoreError
 from pipelines.keypoint_format import item_attributes, item_fingerprint
+from pipelines.kill_points import kill_point
 from pipelines.store import PACK_PREFIX, StageOutput, safe_name
 
 PACK_ITEMS = 256  # items per pack: MA-52's 22,422 clips -> 88 packs of 7 files
@@ -203,7 +204,9 @@ def commit_pack(output: StageOutput, tmp: Path, builder: KeypointPackBuilder, re
     pack = new_pack_name()
     try:
         builder.write(tmp / pack)
+        kill_point("pack.written")
         output.commit_pack(tmp / pack, pack)
+        kill_point("pack.committed")
         for name in replaces:
             output.remove_item(name, tmp)
     except OSError as e:

@@ -419,7 +419,10 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
     people_table = read_people(people) if people is not None else None
     predictor = Predictor.load(checkpoint, store, device)
     sources = resolve_sources(inputs)
-    extract_report = run_extract(inputs, store, predictor.extract_params, progress=extract_progress)
+    # Videos scored here are kept apart from any dataset's items (a file named like a training clip must not
+    # replace it), and a changed video under a known name is simply extracted again.
+    extract_report = run_extract(inputs, store, predictor.extract_params, progress=extract_progress,
+                                 namespace=STAGE, replace_changed=True)
     keypoints = KeypointSet(store, key=extract_report.key)
     key = stage_key(predictor, params, extract_report.key)
     report = PredictReport(key, failed=dict(extract_report.failed))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from typing import Any
 
 from pipelines.errors import StoreError, StoreLockedError
 from pipelines.hashing import FingerprintCache, stable_hash
+from pipelines.kill_points import kill_point
 
 DEFAULT_STORE = "cache"
 STORE_ENV = "DUALNET_STORE"
@@ -50,9 +52,14 @@ def now_iso() -> str:
 
 
 def safe_name(name: str) -> str:
-    """A file-system-safe item name: characters outside [A-Za-z0-9._-] become '_'."""
+    """A file-system-safe item name, distinct for distinct names: a name of [A-Za-z0-9._-] only (not starting with
+    '.') is kept; in any other, those characters become '_' and a short hash of the original name is appended, so
+    that ``clip é 1`` and ``clip ü 1`` stay two items (``clip___1-<hash>``). Idempotent: a safe name maps to itself.
+    """
     cleaned = "".join(c if c in _SAFE else "_" for c in name).lstrip(".")
-    return cleaned or "_"
+    if cleaned == name and name:
+        return name
+    return f"{cleaned or '_'}-{hashlib.sha1(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -62,6 +69,7 @@ def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
+        kill_point("atomic.written")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -364,6 +372,7 @@ class StageOutput:
         if final.exists():
             trash = tmp_item.with_name(tmp_item.name + ".old")
             os.replace(final, trash)  # a crash right here leaves the item missing, so it is redone: never torn
+            kill_point("commit.old_moved")
             os.replace(tmp_item, final)
             shutil.rmtree(trash)
         else:
@@ -390,6 +399,7 @@ class StageOutput:
         except FileNotFoundError:
             return
         _fsync_dir(self.items_dir)
+        kill_point("remove.moved")
         shutil.rmtree(gone, ignore_errors=True)
 
     @staticmethod

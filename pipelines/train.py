@@ -29,6 +29,7 @@ from dualnet.model import MicroDualNet
 from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_clip, jitter_crops
 from pipelines.errors import DualnetError, StoreError
 from pipelines.hashing import stable_hash
+from pipelines.kill_points import kill_point
 from pipelines.metrics import evaluate
 from pipelines.store import Shard, Store, write_file_atomic, write_json_atomic
 from pipelines.tubes import TubeSet
@@ -467,6 +468,7 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
             seen += len(batch["label"])
             losses.append(float(loss.detach()))
             progress.step(losses[-1], scheduler.get_last_lr()[0], len(batch["label"]))
+            kill_point("train.batch")
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
                   "clips_per_s": world * seen / max(time.perf_counter() - started, 1e-9)}
         if rank > 0:
@@ -477,6 +479,7 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
             record.update({f"val_{k}": v for k, v in evaluate(pred["scores"], pred["labels"]).items()})
         history.append(record)
         _append_line(history_path, record)
+        kill_point("train.history_appended")
         metric = record.get("val_top1", -record["train_loss"])
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "config": asdict(config), "params": asdict(params),
@@ -486,6 +489,7 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
             best = metric
             _atomic_save(state, run_dir / "best.pt")
         _atomic_save(state, last)
+        kill_point("train.epoch_saved")
         progress.epoch(record)
         _barrier(world)
     if rank == 0:

@@ -35,6 +35,7 @@ from pipelines.crops import crop_boxes, letterbox, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import stable_hash
 from pipelines.keypoints import KeypointSet
+from pipelines.kill_points import kill_point
 from pipelines.store import Shard, StageOutput, Store
 from pipelines.video import iter_frames
 
@@ -238,7 +239,9 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
             pack = _new_pack_name()
             try:
                 write_pack(tmp / pack, pending, params)
+                kill_point("tubes.pack_written")
                 output.commit(tmp / pack, pack)
+                kill_point("tubes.pack_committed")
             except OSError as e:
                 shutil.rmtree(tmp / pack, ignore_errors=True)  # give back what the half pack took (a full disk)
                 raise StoreError(f"{output.path}: cannot write pack {pack} ({e.strerror or e})") from e
@@ -258,6 +261,7 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
                 continue
             clip.meta["fingerprint"] = fingerprint
             pending.add(clip)
+            kill_point("tubes.clip")
             progress.item(name, None)
             if len(pending) >= params.pack_size:
                 flush()

@@ -16,7 +16,7 @@ from helpers import assert_same_keypoints
 from pipelines.errors import StoreLockedError
 from pipelines.extract import ExtractParams, run_extract, stage_key
 from pipelines.keypoints import KeypointSet
-from pipelines.store import Store
+from pipelines.store import Store, safe_name
 from pipelines.subject import body_box
 
 pytestmark = requires_shared
@@ -156,3 +156,40 @@ def test_main_subject_stays_the_same_person_among_two(tmp_path):
     jumps = np.hypot(*np.diff(boxes[:, :2], axis=0).T) / boxes[:-1, 2]
     assert jumps.max() < 0.5, "the tracked subject switched between people"
     assert np.allclose(np.diff(clip.timestamps), 1 / 30)  # AVI pts are out of order; times are rebuilt
+
+
+def test_an_item_is_never_replaced_by_a_different_video(ma52_store, tmp_path):
+    """Issue 15.1: a video named like a stored item but elsewhere and different fails alone; predict's videos live
+    apart from a dataset's; names that clean alike stay two items."""
+    store = Store(tmp_path / "store")
+    shutil.copytree(ma52_store.root / "extract", store.root / "extract")
+    reference = KeypointSet(ma52_store)
+    nodding, shaking = shortest_clip().stem, "B2_shaking_head__0035_02_0007"
+    impostor = tmp_path / "other" / f"{nodding}.mp4"  # same stem, another folder, another video
+    impostor.parent.mkdir()
+    impostor.symlink_to(MA52_VIDEOS / f"{shaking}.mp4")
+
+    report = run_extract([str(impostor)], store)
+    assert report.processed == [] and list(report.failed) == [nodding]
+    assert "already stored as item" in report.failed[nodding] and str(MA52_VIDEOS) in report.failed[nodding]
+    assert_same_keypoints(KeypointSet(store), reference)  # the dataset's item is untouched
+    result = run_cli("extract", str(impostor), "--store", str(store.root))
+    assert result.returncode == 1 and "already stored as item" in result.stderr and "Traceback" not in result.stderr
+
+    # predict's namespace: the same file is extracted into an output of its own, the dataset's stays as it was
+    apart = run_extract([str(impostor)], store, namespace="predict", replace_changed=True)
+    assert apart.processed == [nodding] and apart.key != stage_key(ExtractParams())
+    own = KeypointSet(store, key=apart.key)
+    np.testing.assert_array_equal(own.load(nodding).keypoints, reference.load(shaking).keypoints)
+    assert_same_keypoints(KeypointSet(store), reference)
+    assert Store(store.root).refs()["extract"] != apart.key  # the dataset's output stays the current one
+
+    # names that clean to the same characters are two items, each with its own keypoints
+    for folder, accent, clip in (("a", "é", nodding), ("b", "ü", shaking)):
+        odd = tmp_path / folder / f"clip {accent} 1.mp4"
+        odd.parent.mkdir()
+        odd.symlink_to(MA52_VIDEOS / f"{clip}.mp4")
+        assert run_extract([str(odd)], store).processed == [safe_name(odd.stem)]
+    both = KeypointSet(store)
+    np.testing.assert_array_equal(both.load("clip é 1").keypoints, reference.load(nodding).keypoints)
+    np.testing.assert_array_equal(both.load("clip ü 1").keypoints, reference.load(shaking).keypoints)

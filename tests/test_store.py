@@ -111,5 +111,10 @@ def test_manifest_is_plain_json_without_absolute_paths(tmp_path):
 
 def test_safe_name():
     assert safe_name("0019_02_0078") == "0019_02_0078"
-    assert safe_name("B1 nodding/clip:1") == "B1_nodding_clip_1"
-    assert safe_name("..hidden") == "hidden" and safe_name("") == "_"
+    odd = safe_name("B1 nodding/clip:1")
+    assert odd.startswith("B1_nodding_clip_1-") and len(odd) == len("B1_nodding_clip_1-") + 8
+    assert safe_name("..hidden").startswith("hidden-") and safe_name("").startswith("_-")
+    # names that clean alike stay distinct; a safe name maps to itself
+    names = ["clip é 1", "clip ü 1", "clip_1", "clip 1", "..hidden", "hidden", ".hidden"]
+    assert len({safe_name(n) for n in names}) == len(names)
+    assert all(safe_name(safe_name(n)) == safe_name(n) for n in names)
