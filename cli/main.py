@@ -159,6 +159,34 @@ def gc(
     console.print(f"{verb} {len(doomed)} path(s)")
 
 
+@app.command()
+def verify(
+    store: StoreOption = Path("cache"),
+    repair: Annotated[bool, typer.Option("--repair", help="Remove damaged entries so that the next run of their "
+                                                          "stage redoes exactly their items.")] = False,
+) -> None:
+    """Read every keypoint and tube entry whole (chunk checksums included); list what is damaged (exit 1)."""
+    from pipelines.verify import repair as repair_store
+    from pipelines.verify import verify_store
+
+    if not Path(store).is_dir():
+        fail(f"{store}: no store there ({'a file' if Path(store).exists() else 'no such folder'})", 1)
+    try:
+        report = verify_store(Store(store))
+        for damage in report.damaged:
+            err_console.print(f"[bold red]damaged:[/] {damage.line()}", highlight=False, soft_wrap=True)
+        if report.damaged and repair:
+            repair_store(Store(store), report)
+    except DualnetError as e:
+        fail(str(e))
+    items = sum(len(d.items) for d in report.damaged)
+    console.print(f"verify: {report.entries} entries in {report.outputs} output(s), {len(report.damaged)} damaged "
+                  f"({items} items)" + (f"; removed {report.removed}: re-run their stages to redo them"
+                                        if report.removed else ""), highlight=False)
+    if report.damaged and not repair:
+        raise typer.Exit(1)
+
+
 @app.command("import")
 def import_(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="openpose | pyskl | jhmdb | miga")],

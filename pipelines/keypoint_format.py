@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from dualnet.layouts import Layout
+from pipelines.integrity import array_options
 
 CHUNK_FRAMES = 256  # frames per zarr chunk: one chunk for a 1-3 s clip, bounded reads for long videos
 
@@ -37,8 +38,10 @@ class KeypointItemWriter:
                                  extra)
         v = layout.num_keypoints
         chunk = max(chunk_frames, 1)
-        self.keypoints = self.group.create_array("keypoints", shape=(0, v, 3), chunks=(chunk, v, 3), dtype=dtype)
-        self.detected = self.group.create_array("detected", shape=(0,), chunks=(chunk,), dtype=bool)
+        self.keypoints = self.group.create_array("keypoints", shape=(0, v, 3), chunks=(chunk, v, 3), dtype=dtype,
+                                                   **array_options())
+        self.detected = self.group.create_array("detected", shape=(0,), chunks=(chunk,), dtype=bool,
+                                                   **array_options())
         self.chunk = chunk
 
     def append(self, keypoints: np.ndarray, detected: np.ndarray) -> None:
@@ -56,7 +59,8 @@ class KeypointItemWriter:
         """Write the (T,) timestamps in seconds and the attributes; T must equal the frames appended."""
         if len(timestamps) != self.num_frames:
             raise ValueError(f"{len(timestamps)} timestamps for {self.num_frames} frames")
-        self.group.create_array("timestamps", data=np.asarray(timestamps, dtype=np.float64), chunks=(self.chunk,))
+        self.group.create_array("timestamps", data=np.asarray(timestamps, dtype=np.float64), chunks=(self.chunk,),
+                                **array_options())
         self.group.attrs.update({**self.attrs, "num_frames": self.num_frames})
 
 
@@ -92,9 +96,10 @@ def write_keypoint_item(
     group.attrs.update({**item_attrs(layout, fps, width, height, source_name, source_path, fingerprint,
                                       coordinates, extra), "num_frames": t})
     chunk = min(max(t, 1), CHUNK_FRAMES)
-    group.create_array("keypoints", data=keypoints.astype(dtype), chunks=(chunk, v, 3))
-    group.create_array("detected", data=np.asarray(detected, dtype=bool), chunks=(chunk,))
-    group.create_array("timestamps", data=np.asarray(timestamps, dtype=np.float64), chunks=(chunk,))
+    group.create_array("keypoints", data=keypoints.astype(dtype), chunks=(chunk, v, 3), **array_options())
+    group.create_array("detected", data=np.asarray(detected, dtype=bool), chunks=(chunk,), **array_options())
+    group.create_array("timestamps", data=np.asarray(timestamps, dtype=np.float64), chunks=(chunk,),
+                       **array_options())
 
 
 def item_attrs(layout: Layout, fps: float, width: int | None, height: int | None, source_name: str,
@@ -165,7 +170,8 @@ def write_keypoint_items(items: list[dict], concurrency: int = 64) -> None:
                   ("detected", np.asarray(item["detected"], dtype=bool), (chunk,)),
                   ("timestamps", np.asarray(item["timestamps"], dtype=np.float64), (chunk,)))
         for name, data, chunks in arrays:
-            array = await group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks)
+            array = await group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                             **array_options())
             await array.setitem(slice(None), data)
 
     async def all_items() -> None:

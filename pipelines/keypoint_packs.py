@@ -31,10 +31,12 @@ import numpy as np
 import zarr
 
 from pipelines.errors import StoreError
+from pipelines.integrity import array_options, missing
 from pipelines.keypoint_format import item_attributes, item_fingerprint
 from pipelines.kill_points import kill_point
 from pipelines.store import PACK_PREFIX, StageOutput, safe_name
 
+KEYPOINT_ARRAYS = ("keypoints", "detected", "timestamps")  # the arrays of every item and pack
 PACK_ITEMS = 256  # items per pack: MA-52's 22,422 clips -> 88 packs of 7 files
 PACK_FRAMES = 32_768  # frames per pack: 256 MA-52 clips; 543 points x 3 x float32 = 214 MB while a pack is built
 CHUNK_FRAMES = 32  # frames per chunk inside a pack: a 1-3 s clip is 2-3 whole chunks
@@ -77,9 +79,15 @@ class KeypointIndex:
         self.loose: set[str] = set(output.item_names())
         self.packed: dict[str, PackedItem] = {}
         self.packs: dict[str, list[str]] = {}  # pack -> every name it holds, live or superseded
+        self.damaged: dict[str, str] = {}  # pack -> what is missing from it (its items count as absent)
         for pack in output.pack_names():  # oldest first, so a newer pack's copy wins
             attrs = read_pack_attributes(output.items_dir / pack)
             if attrs is None:
+                continue
+            problem = missing(output.items_dir / pack, KEYPOINT_ARRAYS)
+            if problem is not None:  # kept in `packs` (no live item) so that compaction removes it
+                self.damaged[pack] = problem
+                self.packs[pack] = [entry["name"] for entry in attrs["items"]]
                 continue
             shared = {k: attrs[k] for k in _SHARED}
             held = []
@@ -115,16 +123,29 @@ class KeypointIndex:
         return dict(entry.attrs) if entry else None
 
     def fingerprint(self, name: str) -> str | None:
-        """The source fingerprint the item records, or None when absent or unreadable."""
+        """The source fingerprint the item records, or None when absent, unreadable or damaged (so that a re-run
+        redoes it)."""
         name = safe_name(name)
         if name in self.loose:
-            return item_fingerprint(self.output.item_path(name))
+            path = self.output.item_path(name)
+            return None if missing(path, KEYPOINT_ARRAYS) else item_fingerprint(path)
         entry = self.packed.get(name)
         return entry.attrs.get("source_fingerprint") if entry else None
 
     def live(self, pack: str) -> list[str]:
         """Names whose counting copy is in `pack`."""
-        return [n for n in self.packs.get(pack, []) if n not in self.loose and self.packed[n].pack == pack]
+        return [n for n in self.packs.get(pack, [])
+                if n not in self.loose and n in self.packed and self.packed[n].pack == pack]
+
+    def damage(self, name: str) -> str | None:
+        """Why `name` reads as absent though a pack holds it (that pack is damaged), or None."""
+        name = safe_name(name)
+        if name in self or not self.damaged:
+            return None
+        for pack, problem in self.damaged.items():
+            if name in self.packs[pack]:
+                return f"{self.output.items_dir / pack}: damaged, {problem}"
+        return None
 
 
 class KeypointPackBuilder:
@@ -194,7 +215,7 @@ class KeypointPackBuilder:
         for name, data, chunks in (("keypoints", self.keypoints[:n], (self.chunk, *self.keypoints.shape[1:])),
                                    ("detected", self.detected[:n], (self.chunk,)),
                                    ("timestamps", self.timestamps[:n], (self.chunk,))):
-            group.create_array(name, data=data, chunks=chunks, shards=data.shape)
+            group.create_array(name, data=data, chunks=chunks, shards=data.shape, **array_options())
 
 
 def commit_pack(output: StageOutput, tmp: Path, builder: KeypointPackBuilder, replaces: Iterable[str] = ()) -> str:

@@ -21,7 +21,8 @@ from pipelines import extract, import_poses
 from pipelines.errors import StoreError
 from pipelines.extract import ExtractParams
 from pipelines.import_poses import ImportParams
-from pipelines.keypoint_packs import KeypointIndex
+from pipelines.integrity import is_checksum_error, missing
+from pipelines.keypoint_packs import KEYPOINT_ARRAYS, KeypointIndex
 from pipelines.store import StageOutput, Store, safe_name
 
 KEYPOINT_STAGES = (extract.STAGE, import_poses.STAGE)
@@ -91,16 +92,23 @@ class KeypointSet:
                 if entry is not None:
                     if entry.pack not in self._packs:
                         group = zarr.open_group(self.output.items_dir / entry.pack, mode="r")
-                        self._packs[entry.pack] = {a: group[a] for a in ("keypoints", "detected", "timestamps")}
+                        self._packs[entry.pack] = {a: group[a] for a in KEYPOINT_ARRAYS}
                     return self._packs[entry.pack], entry.offset, entry.num_frames, dict(entry.attrs)
                 if safe_name(name) in self.index.loose:
-                    group = zarr.open_group(self.output.item_path(name), mode="r")
-                    arrays = {a: group[a] for a in ("keypoints", "detected", "timestamps")}
+                    path = self.output.item_path(name)
+                    problem = missing(path, KEYPOINT_ARRAYS)
+                    if problem is not None:
+                        raise StoreError(f"{path}: damaged, {problem}; re-run the stage that wrote it to redo it")
+                    group = zarr.open_group(path, mode="r")
+                    arrays = {a: group[a] for a in KEYPOINT_ARRAYS}
                     return arrays, 0, arrays["detected"].shape[0], dict(group.attrs)
             except FileNotFoundError:
                 pass  # packed or repacked by a writer since the index was read
             if attempt == 0:
                 self.refresh()
+        damage = self.index.damage(name)
+        if damage is not None:
+            raise StoreError(f"{damage}; re-run the stage that wrote it to redo its items")
         raise StoreError(f"{self.output.path}: no keypoints for video {name!r}")
 
     def load(self, name: str, start: int | None = None, end: int | None = None) -> VideoKeypoints:
@@ -114,11 +122,18 @@ class KeypointSet:
         if not 0 <= lo < hi <= total:
             raise StoreError(f"{self.output.item_path(name)}: frames [{lo}, {hi}) are outside its {total} frames")
         window = slice(offset + lo, offset + hi)
+        try:
+            keypoints, detected, timestamps = (arrays[a][window] for a in KEYPOINT_ARRAYS)
+        except ValueError as e:
+            if not is_checksum_error(e):
+                raise
+            raise StoreError(f"{self.output.path}: keypoints of {name!r} are damaged (a chunk fails its checksum); "
+                             "`dualnet verify --repair` removes them, then re-run the stage to redo them") from None
         return VideoKeypoints(
             name=safe_name(name),
-            keypoints=arrays["keypoints"][window],
-            detected=arrays["detected"][window],
-            timestamps=arrays["timestamps"][window],
+            keypoints=keypoints,
+            detected=detected,
+            timestamps=timestamps,
             fps=float(attrs["fps"]),
             width=attrs["width"],
             height=attrs["height"],

@@ -34,6 +34,7 @@ from typing import Any
 
 from pipelines.errors import StoreError, StoreLockedError
 from pipelines.hashing import FingerprintCache, stable_hash
+from pipelines.integrity import missing
 from pipelines.kill_points import kill_point
 
 DEFAULT_STORE = "cache"
@@ -273,10 +274,12 @@ class StageOutput:
 
     def done_items(self, manifest: dict) -> list[str]:
         """What counts as done: item folders; for packed stages the clips inside the packs; for a training run
-        its finished epochs."""
+        its finished epochs. Damaged items and packs (a file missing) do not count."""
         if manifest.get("packed"):
             names: set[str] = set()
             for pack in self.item_names():
+                if missing(self.items_dir / pack) is not None:
+                    continue
                 try:
                     names.update(c["name"] for c in read_json(self.items_dir / pack / "zarr.json")["attributes"]
                                  ["clips"])
@@ -287,8 +290,10 @@ class StageOutput:
             history = self.path / "metrics.jsonl"
             lines = history.read_text().splitlines() if history.exists() else []
             return [f"epoch {i}" for i, line in enumerate(lines) if line.strip()]
-        names = set(self.item_names())
+        names = {n for n in self.item_names() if missing(self.items_dir / n) is None}
         for pack in self.pack_names():
+            if missing(self.items_dir / pack) is not None:
+                continue
             try:
                 names.update(e["name"] for e in read_json(self.items_dir / pack / "zarr.json")["attributes"]["items"])
             except (OSError, ValueError, KeyError, TypeError):

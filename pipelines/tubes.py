@@ -34,6 +34,7 @@ from dualnet.layouts import get_layout
 from pipelines.crops import crop_boxes, letterbox, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import stable_hash
+from pipelines.integrity import array_options, is_checksum_error, missing
 from pipelines.keypoints import KeypointSet
 from pipelines.kill_points import kill_point
 from pipelines.store import Shard, StageOutput, Store
@@ -151,8 +152,9 @@ def write_pack(path: Path, pack: TubePack, params: TubeParams) -> None:
         # Images: Blosc-LZ4HC measured 1.8x smaller than raw and ~2x faster to read than zarr's default zstd
         # (16 vs 32 ms per clip here); the small arrays keep the default. One chunk per clip: per-frame chunks
         # (to read only the T frames training draws) measured slower, zarr's cost per chunk outweighing the decode.
-        compressors = IMAGE_CODEC if name in ("tubes", "frames") else "auto"
-        group.create_array(name, data=data, chunks=(1, *data.shape[1:]), shards=data.shape, compressors=compressors)
+        compressors = (IMAGE_CODEC,) if name in ("tubes", "frames") else ("zstd",)
+        group.create_array(name, data=data, chunks=(1, *data.shape[1:]), shards=data.shape,
+                           **array_options(compressors))
 
 
 def _read_pack_clips(pack: Path) -> list[dict]:
@@ -163,12 +165,22 @@ def _read_pack_clips(pack: Path) -> list[dict]:
         return []
 
 
-def pack_index(output: StageOutput) -> dict[str, tuple[str, int, str]]:
-    """clip name -> (pack, row, fingerprint); where a clip is in several packs, the newest pack wins."""
+def pack_index(output: StageOutput, damaged: dict[str, str] | None = None) -> dict[str, tuple[str, int, str]]:
+    """clip name -> (pack, row, fingerprint); where a clip is in several packs, the newest pack wins. A damaged pack
+    (a file missing, see `integrity.missing`) counts for nothing, so a re-run redoes its clips; `damaged` collects
+    clip name -> what is wrong, for clips no other pack holds."""
     index: dict[str, tuple[str, int, str]] = {}
+    lost: dict[str, str] = {}
     for pack in output.item_names():  # pack names sort by creation time
-        for entry in _read_pack_clips(output.items_dir / pack):
+        clips = _read_pack_clips(output.items_dir / pack)
+        problem = missing(output.items_dir / pack, ARRAYS) if clips else None
+        if problem is not None:
+            lost.update((entry["name"], f"{output.items_dir / pack}: damaged, {problem}") for entry in clips)
+            continue
+        for entry in clips:
             index[entry["name"]] = (pack, int(entry["row"]), entry.get("fingerprint", ""))
+    if damaged is not None:
+        damaged.update((name, why) for name, why in lost.items() if name not in index)
     return index
 
 
@@ -266,6 +278,9 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
             if len(pending) >= params.pack_size:
                 flush()
         flush()
+        for pack in output.item_names():  # damaged packs: their clips were redone above
+            if missing(output.items_dir / pack, ARRAYS) is not None:
+                output.remove_item(pack, tmp)
         output.finish(shard)
     report.seconds = time.perf_counter() - started
     return report
@@ -288,7 +303,8 @@ class TubeSet:
             key = stage_key(params or TubeParams(), keypoints.output)
         self.output = self.store.stage(STAGE, key)
         self.manifest = self.output.manifest()
-        self.index = pack_index(self.output)
+        self.damaged: dict[str, str] = {}  # clip -> why its only pack is unreadable
+        self.index = pack_index(self.output, self.damaged)
         self._packs: dict[str, tuple[dict[str, zarr.Array], dict[str, np.ndarray], list[dict]]] = {}
 
     def names(self) -> list[str]:
@@ -297,6 +313,8 @@ class TubeSet:
     def _locate(self, name: str) -> tuple[dict[str, zarr.Array], dict[str, np.ndarray], int, dict]:
         """(large array handles, small arrays in memory, row, clip metadata) of one clip."""
         if name not in self.index:
+            if name in self.damaged:
+                raise StoreError(f"{self.damaged[name]}; re-run `dualnet tubes` to redo its clips")
             raise StoreError(f"{self.output.path}: no tubes for clip {name!r}")
         pack, row, _ = self.index[name]
         if pack not in self._packs:  # opened once per pack; its small arrays read whole, once (each read of
@@ -314,7 +332,14 @@ class TubeSet:
     def load(self, name: str) -> dict[str, np.ndarray]:
         """Every array of one clip (see the module docstring), plus ``meta``."""
         large, small, row, meta = self._locate(name)
-        values = sync(_gather([large[a] for a in LARGE], row))  # one trip through zarr's event loop
+        try:
+            values = sync(_gather([large[a] for a in LARGE], row))  # one trip through zarr's event loop
+        except ValueError as e:
+            if not is_checksum_error(e):
+                raise
+            raise StoreError(f"{self.output.items_dir / self.index[name][0]}: tubes of {name!r} are damaged (a chunk "
+                             "fails its checksum); `dualnet verify --repair` removes the pack, then re-run "
+                             "`dualnet tubes`") from None
         out: dict = dict(zip(LARGE, values, strict=True))
         out.update({a: small[a][row].copy() for a in SMALL})  # copies: callers may write to them
         out["meta"] = meta
