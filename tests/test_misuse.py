@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import run_cli
+import torch
+
+from conftest import MA52_VIDEOS, requires_shared, run_cli, shortest_clip
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -28,3 +30,22 @@ def test_malformed_csv_row_names_the_file_and_row(tmp_path):
                      ("train", "--dataset", "csv", "--root", str(csv), "--store", str(tmp_path / "store"))):
             result = run_cli(*args)
             assert result.returncode == 2 and problem in _one_error_line(result), result.stderr
+
+
+@requires_shared
+def test_a_file_that_is_not_a_checkpoint_fails_in_every_command(ma52_tubes, tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"a": 1}, foreign)
+    clips = tmp_path / "clips.csv"
+    clips.write_text("path,label,split\n" + "".join(f"{v},{v.name[:2]},val\n" for v in MA52_VIDEOS.glob("*.mp4")))
+    store = str(ma52_tubes.store.root)
+    for bad, problem in ((text, "not a dualnet checkpoint ("),
+                         (foreign, "not a dualnet checkpoint (a torch file without 'model' and 'config')")):
+        for args in (("eval", "--dataset", "csv", "--root", str(clips), "--store", store, "--checkpoint", str(bad)),
+                     ("predict", str(shortest_clip()), "--checkpoint", str(bad), "--store", str(tmp_path / "s")),
+                     ("export", str(bad), "--onnx", str(tmp_path / "m.onnx"))):
+            result = run_cli(*args)
+            assert result.returncode == 2 and f"{bad}: {problem}" in _one_error_line(result), (args, result.stderr)
+    assert not (tmp_path / "m.onnx").exists()
