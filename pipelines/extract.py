@@ -25,7 +25,7 @@ from pipelines.hashing import stable_hash
 from pipelines.keypoint_format import KeypointItemWriter
 from pipelines.keypoint_packs import Compactor, KeypointIndex
 from pipelines.sources import VideoSource, resolve_sources
-from pipelines.store import Shard, StageOutput, Store
+from pipelines.store import MAX_ITEM_NAME, Shard, StageOutput, Store
 from pipelines.subject import StreamingSubjectTracker
 from pipelines.video import iter_frames, probe, regular_timestamps
 
@@ -255,9 +255,9 @@ def run_extract(
 ) -> ExtractReport:
     """Extract keypoints for every video `inputs` name into the store; skip what is already done.
 
-    Bad videos (missing, empty, not a video, truncated) are recorded as failures with a one-line reason and do not
-    stop the others. Raises StoreLockedError when another writer holds the store, InputError when the inputs
-    themselves cannot be resolved.
+    Bad videos (missing, empty, not a video, truncated, a name too long for the store) are recorded as failures
+    with a one-line reason and do not stop the others. Raises StoreLockedError when another writer holds the
+    store, InputError when the inputs themselves cannot be resolved.
     """
     store = store if isinstance(store, Store) else Store(store)
     progress = progress or ExtractProgress()
@@ -276,6 +276,11 @@ def run_extract(
         fingerprints = store.fingerprints()
         try:
             for source in sources:
+                if len(source.name) > MAX_ITEM_NAME:  # its files in the store could not be named
+                    _fail(output, report, progress, source, str(InputError(
+                        source.path, f"file name too long for the store (an item name of {len(source.name)} "
+                                     f"characters, at most {MAX_ITEM_NAME}): rename the file")))
+                    continue
                 try:
                     fp = fingerprints.fingerprint(source.path)
                 except FileNotFoundError:

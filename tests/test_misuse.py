@@ -3,11 +3,15 @@ misleading success."""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 
+import numpy as np
 import torch
 
 from conftest import MA52_VIDEOS, requires_shared, run_cli, shortest_clip
+from pipelines.import_poses import ImportParams
+from pipelines.keypoints import KeypointSet
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -49,3 +53,33 @@ def test_a_file_that_is_not_a_checkpoint_fails_in_every_command(ma52_tubes, tmp_
             result = run_cli(*args)
             assert result.returncode == 2 and f"{bad}: {problem}" in _one_error_line(result), (args, result.stderr)
     assert not (tmp_path / "m.onnx").exists()
+
+
+@requires_shared
+def test_a_file_name_too_long_for_the_store_fails_alone(tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    long_name = folder / ("A0_" + "x" * 243 + ".mp4")  # 250 characters; sorts before the good clip
+    long_name.symlink_to(shortest_clip())
+    store = tmp_path / "store"
+    result = run_cli("extract", str(folder), str(shortest_clip()), "--store", str(store))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{long_name}: file name too long" in errors[0], result.stderr
+    assert "1 processed, 0 skipped, 1 failed" in result.stdout, result.stdout
+    keypoints = KeypointSet(store)
+    assert keypoints.names() == [shortest_clip().stem] and list(keypoints.output.failures()) == [long_name.stem]
+
+
+def test_an_imported_clip_name_too_long_for_the_store_fails_alone(tmp_path):
+    long_name = "A0_" + "x" * 297
+    clips = [{"frame_dir": name, "label": 0, "keypoint": np.ones((1, 8, 17, 2), np.float32),
+              "keypoint_score": np.ones((1, 8, 17), np.float32), "total_frames": 8, "img_shape": (480, 640)}
+             for name in (long_name, "short")]
+    source = tmp_path / "poses.pkl"
+    source.write_bytes(pickle.dumps({"split": {"train": [long_name, "short"]}, "annotations": clips}))
+    store = tmp_path / "store"
+    result = run_cli("import", "pyskl", str(source), "--layout", "coco_17", "--store", str(store))
+    assert result.returncode == 1 and f"{source}: clip '{long_name}': name too long" in _one_error_line(result)
+    assert "1 processed, 0 skipped, 1 failed" in result.stdout, result.stdout
+    assert KeypointSet(store, ImportParams(format="pyskl", layout="coco_17")).names() == ["short"]
