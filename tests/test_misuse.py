@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import pickle
 import subprocess
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
+import dualnet
 from conftest import MA52_VIDEOS, requires_shared, run_cli, shortest_clip
+from dualnet.model import MicroDualNet
 from pipelines.import_poses import ImportParams
 from pipelines.keypoints import KeypointSet
 
@@ -83,3 +86,14 @@ def test_an_imported_clip_name_too_long_for_the_store_fails_alone(tmp_path):
     assert result.returncode == 1 and f"{source}: clip '{long_name}': name too long" in _one_error_line(result)
     assert "1 processed, 0 skipped, 1 failed" in result.stdout, result.stdout
     assert KeypointSet(store, ImportParams(format="pyskl", layout="coco_17")).names() == ["short"]
+
+
+def test_export_to_a_folder_fails_before_writing(tmp_path):
+    config = dualnet.preset("pose_tiny", num_classes=2)
+    checkpoint = tmp_path / "best.pt"
+    torch.save({"model": MicroDualNet(config).state_dict(), "config": asdict(config)}, checkpoint)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    result = run_cli("export", str(checkpoint), "--onnx", str(folder))
+    assert result.returncode == 2 and f"{folder}: is a folder" in _one_error_line(result), result.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["best.pt", "out"]
