@@ -123,7 +123,10 @@ def _human_bytes(n: int) -> str:
 @app.command()
 def status(store: StoreOption = Path("cache")) -> None:
     """The stage outputs in the store: parameters, items done / failed / total, size, last update."""
-    rows = Store(store).status()
+    try:
+        rows = Store(store).require().status()
+    except DualnetError as e:
+        fail(str(e), 1)
     if not rows:
         console.print(f"{store}: no stage outputs yet")
         return
@@ -150,7 +153,7 @@ def gc(
 ) -> None:
     """Remove stage outputs that no current configuration reaches (keys not used by each stage's latest run)."""
     try:
-        doomed = Store(store).gc(dry_run=dry_run)
+        doomed = Store(store).require().gc(dry_run=dry_run)
     except DualnetError as e:
         fail(str(e))
     verb = "would remove" if dry_run else "removed"
@@ -276,8 +279,9 @@ def tubes(
     try:
         params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set,
                             pack_size=pack_size)
+        st = Store(store).require()
         with _bar() as bar:
-            report = run_tubes(Store(store), params, _keypoint_set(store, keypoints_key), None, video_root,
+            report = run_tubes(st, params, _keypoint_set(store, keypoints_key), None, video_root,
                                RichTubeProgress(bar))
     except (ValueError, KeyError) as e:
         fail(str(e).strip("'\""))
@@ -306,7 +310,7 @@ def show(
 
     try:
         params = TubeParams(frames=frames, size=size, entity_set=entity_set)
-        tube_set = TubeSet(Store(store), params, _keypoint_set(store, keypoints_key))
+        tube_set = TubeSet(Store(store).require(), params, _keypoint_set(store, keypoints_key))
         path = render_clip(tube_set, clip, out or Path(store) / "show" / f"{clip}.png")
     except (ValueError, KeyError) as e:
         fail(str(e).strip("'\""))
@@ -383,7 +387,8 @@ def train(
 
     try:
         index = _load_index(dataset, root, protocol, 1)
-        tubes = TubeSet(Store(store), TubeParams(frames=tubes_frames, size=tubes_size, entity_set=entity_set))
+        tubes = TubeSet(Store(store).require(), TubeParams(frames=tubes_frames, size=tubes_size,
+                                                           entity_set=entity_set))
         available = set(tubes.names())
         train_clips = _labelled(index, train_split, available, True)
         if train_clips is None:
@@ -428,7 +433,7 @@ def eval_(
     from pipelines.tubes import TubeParams, TubeSet
 
     try:
-        st = Store(store)
+        st = Store(store).require()
         if checkpoint is None:
             ref = st.refs().get("train")
             if ref is None:

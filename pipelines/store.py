@@ -439,6 +439,14 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
 
+    def require(self) -> Store:
+        """This store, for a command that reads one: a root that does not exist or is not a folder is a StoreError,
+        never an empty store (and a reader does not create it)."""
+        if not self.root.is_dir():
+            problem = "not a folder" if self.root.exists() else "the folder does not exist"
+            raise StoreError(f"{self.root}: no store here ({problem})")
+        return self
+
     def stage(self, stage: str, key: str) -> StageOutput:
         return StageOutput(self.root, stage, key)
 

@@ -97,3 +97,19 @@ def test_export_to_a_folder_fails_before_writing(tmp_path):
     result = run_cli("export", str(checkpoint), "--onnx", str(folder))
     assert result.returncode == 2 and f"{folder}: is a folder" in _one_error_line(result), result.stderr
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["best.pt", "out"]
+
+
+def test_readers_refuse_a_store_that_does_not_exist(tmp_path):
+    missing, regular = tmp_path / "nope", tmp_path / "file"
+    regular.write_text("not a store\n")
+    clips = tmp_path / "clips.csv"
+    clips.write_text("path,label,split\na.mp4,A1,train\nb.mp4,B1,train\n")
+    for store, problem in ((missing, "no store here (the folder does not exist)"),
+                           (regular, "no store here (not a folder)")):
+        result = run_cli("status", "--store", str(store))
+        assert result.returncode == 1 and f"{store}: {problem}" in _one_error_line(result), result.stderr
+    for args in (("gc",), ("show", "clip"), ("tubes",), ("train", "--dataset", "csv", "--root", str(clips)),
+                 ("eval", "--dataset", "csv", "--root", str(clips), "--checkpoint", str(clips))):
+        result = run_cli(*args, "--store", str(missing))
+        assert f"{missing}: no store here (the folder does not exist)" in _one_error_line(result), (args, result)
+    assert not missing.exists()
