@@ -381,12 +381,14 @@ def train(
 ) -> None:
     """Train Micro-DualNet on cached tubes (resumes a killed run; a finished run is reused, not redone)."""
     import dualnet
+    from pipelines.datasets import require_classes
     from pipelines.train import TrainParams
     from pipelines.train import train as run_train
     from pipelines.tubes import TubeParams, TubeSet
 
     try:
         index = _load_index(dataset, root, protocol, 1)
+        require_classes(index, train_split, root)
         tubes = TubeSet(Store(store).require(), TubeParams(frames=tubes_frames, size=tubes_size,
                                                            entity_set=entity_set))
         available = set(tubes.names())

@@ -342,6 +342,15 @@ def item_name(clip: Clip) -> str:
     return Path(clip.source).stem
 
 
+def require_classes(index: ClipIndex, split: str, where: str | Path) -> None:
+    """Training needs labelled clips of at least 2 classes in its split: fewer fails as one line naming the
+    dataset file `where` and the one class it holds (not as the model config's "num_classes >= 2")."""
+    present = sorted({c.label for c in index.split(split) if c.label is not None})
+    if len(present) == 1:
+        raise InputError(where, f"the {split} split has 1 class (label {index.classes[present[0]]!r}); training "
+                                "needs at least 2")
+
+
 def labelled_clips(index: ClipIndex, split: str, available: set[str], fine_to_coarse: bool = True,
                    unlabelled: bool = False):
     """The clips of one split that have tubes (or keypoints) in `available`, as LabelledClips.

@@ -113,3 +113,13 @@ def test_readers_refuse_a_store_that_does_not_exist(tmp_path):
         result = run_cli(*args, "--store", str(missing))
         assert f"{missing}: no store here (the folder does not exist)" in _one_error_line(result), (args, result)
     assert not missing.exists()
+
+
+def test_training_on_one_class_names_the_dataset_file(tmp_path):
+    (tmp_path / "store").mkdir()
+    clips = tmp_path / "clips.csv"
+    clips.write_text("path,label,split\na.mp4,B1,train\nb.mp4,B1,train\nc.mp4,B1,val\n")
+    result = run_cli("train", "--dataset", "csv", "--root", str(clips), "--store", str(tmp_path / "store"))
+    line = _one_error_line(result)
+    assert result.returncode == 2
+    assert f"{clips}: the train split has 1 class (label 'B1'); training needs at least 2" in line, line
