@@ -70,6 +70,17 @@ class ExtractParams:
         return "coco_wholebody" if self.backend == "rtmlib" else "mediapipe_holistic"
 
 
+MEDIAPIPE_ONLY = ("model_complexity", "min_detection_confidence", "min_tracking_confidence")
+RTMLIB_ONLY = ("det_model", "pose_model", "det_input_size", "pose_input_size")
+
+
+def backend_params(params: dict) -> dict:
+    """The recorded ExtractParams fields that matter to the run's backend (the other backend's fields are recorded
+    too, at their defaults, but change nothing)."""
+    unused = MEDIAPIPE_ONLY if params.get("backend") == "rtmlib" else RTMLIB_ONLY
+    return {k: v for k, v in params.items() if k not in unused}
+
+
 def stage_key(params: ExtractParams) -> str:
     """The store key of `extract` outputs made with `params`."""
     return stable_hash({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {}})

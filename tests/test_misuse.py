@@ -9,8 +9,10 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
+import typer.main
 
 import dualnet
+from cli.main import app
 from conftest import MA52_VIDEOS, requires_shared, run_cli, shortest_clip
 from dualnet.model import MicroDualNet
 from pipelines.import_poses import ImportParams
@@ -123,3 +125,30 @@ def test_training_on_one_class_names_the_dataset_file(tmp_path):
     line = _one_error_line(result)
     assert result.returncode == 2
     assert f"{clips}: the train split has 1 class (label 'B1'); training needs at least 2" in line, line
+
+
+def test_every_help_is_readable_at_80_columns():
+    root = typer.main.get_command(app)
+    commands = [((name,), cmd) for name, cmd in root.commands.items()]
+    commands += [((name, sub), cmd) for name, group in root.commands.items()
+                 for sub, cmd in getattr(group, "commands", {}).items()]
+    for path, command in [((), root), *commands]:
+        result = run_cli(*path, "--help", env={"COLUMNS": "80"})
+        assert result.returncode == 0 and not result.stderr, (path, result.stderr)
+        lines = result.stdout.splitlines()
+        assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout, (path, result.stdout)
+        for option in (opt for param in command.params for opt in param.opts if opt.startswith("--")):
+            assert any(option in line.split() or f"{option}," in line for line in lines), (path, option)
+
+
+@requires_shared
+def test_status_fits_80_columns_and_shows_the_backend_parameters(ma52_store):
+    result = run_cli("status", "--store", str(ma52_store.root), env={"COLUMNS": "80"})
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout, result.stdout
+    key = next(out.key for out in ma52_store.outputs() if out.stage == "extract")
+    assert any(key in line for line in lines), result.stdout
+    text = " ".join(result.stdout.split())
+    assert "backend=mediapipe" in text and "model_complexity=1" in text and "dtype=float32" in text, text
+    assert not any(p in text for p in ("det_model", "pose_model", "det_input_size", "pose_input_size")), text
