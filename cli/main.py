@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,12 +13,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipelines.errors import DualnetError
-from pipelines.store import STORE_ENV, Shard, Store
+from pipelines.store import STORE_ENV, Shard, StageSummary, Store
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: click's plain help, which never cuts an option name (Rich's table does at 80 columns)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="micro-dualnet: micro-action recognition from video, in resumable, content-hashed stages.")
-# Outside a terminal (logs, CI) Rich would wrap tables at 80 columns; the status table needs more.
-console = Console() if sys.stdout.isatty() else Console(width=200)
+# Outside a terminal (logs, CI) Rich would wrap at 80 columns: summary lines that end in a path stay whole at 200,
+# unless COLUMNS asks for a width.
+console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=200)
 err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
 StoreOption = Annotated[
@@ -120,23 +123,50 @@ def _human_bytes(n: int) -> str:
     return f"{size:.1f} TiB"
 
 
+def _status_table(title: str | None = None) -> Table:
+    """A table of `status`: no frame, two spaces between columns."""
+    from rich import box
+
+    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+
+
+def _shown_params(summary: StageSummary) -> dict:
+    """The parameters of a stage output that matter for it (an extract run: those of its backend only)."""
+    if summary.stage == "extract":
+        from pipelines.extract import backend_params
+
+        return backend_params(summary.params)
+    return summary.params
+
+
 @app.command()
 def status(store: StoreOption = Path("cache")) -> None:
     """The stage outputs in the store: parameters, items done / failed / total, size, last update."""
-    rows = Store(store).status()
+    try:
+        rows = Store(store).require().status()
+    except DualnetError as e:
+        fail(str(e), 1)
     if not rows:
         console.print(f"{store}: no stage outputs yet")
         return
-    table = Table(title=f"store {store}")
-    for col in ("stage", "key", "parameters", "done", "failed", "total", "bytes", "updated"):
-        table.add_column(col, justify="right" if col in ("done", "failed", "total", "bytes") else "left")
+    # Two tables, so that each fits 80 columns: the counts (about 77 wide), then the parameters, folded.
+    table = _status_table(f"store {store}")
+    for col in ("stage", "key", "done", "failed", "total", "bytes", "updated (UTC)"):
+        table.add_column(col, justify="right" if col in ("done", "failed", "total", "bytes") else "left",
+                         no_wrap=True)
     for r in rows:
-        params = " ".join(f"{k}={v}" for k, v in sorted(r.params.items()))
         key = f"{r.key} *" if r.current else r.key
-        table.add_row(r.stage, key, params, str(r.done), str(r.failed), str(r.total), _human_bytes(r.bytes),
-                      r.updated)
+        table.add_row(r.stage, key, str(r.done), str(r.failed), str(r.total), _human_bytes(r.bytes),
+                      r.updated[:16].replace("T", " "))
     console.print(table)
     console.print("* = the key the latest run of the stage used (kept by gc)")
+    params = _status_table()
+    params.add_column("stage", no_wrap=True)
+    params.add_column("key", no_wrap=True)
+    params.add_column("parameters", overflow="fold")
+    for r in rows:
+        params.add_row(r.stage, r.key, " ".join(f"{k}={v}" for k, v in sorted(_shown_params(r).items())))
+    console.print(params)
     for out in Store(store).outputs():
         for name, rec in out.failures().items():
             console.print(f"failed {out.stage}/{out.key[:8]} {name}: {rec.get('error')}", highlight=False,
@@ -150,7 +180,7 @@ def gc(
 ) -> None:
     """Remove stage outputs that no current configuration reaches (keys not used by each stage's latest run)."""
     try:
-        doomed = Store(store).gc(dry_run=dry_run)
+        doomed = Store(store).require().gc(dry_run=dry_run)
     except DualnetError as e:
         fail(str(e))
     verb = "would remove" if dry_run else "removed"
@@ -218,7 +248,8 @@ def import_(
         raise typer.Exit(1)
 
 
-datasets_app = typer.Typer(no_args_is_help=True, help="Dataset clip indexes (MA-52, iMiGUE, JHMDB, pyskl, CSV).")
+datasets_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="Dataset clip indexes (MA-52, iMiGUE, JHMDB, pyskl, CSV).")
 app.add_typer(datasets_app, name="datasets")
 
 
@@ -304,8 +335,9 @@ def tubes(
     try:
         params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set,
                             pack_size=pack_size)
+        st = Store(store).require()
         with _bar() as bar:
-            report = run_tubes(Store(store), params, _keypoint_set(store, keypoints_key), None, video_root,
+            report = run_tubes(st, params, _keypoint_set(store, keypoints_key), None, video_root,
                                RichTubeProgress(bar))
     except (ValueError, KeyError) as e:
         fail(str(e).strip("'\""))
@@ -334,7 +366,7 @@ def show(
 
     try:
         params = TubeParams(frames=frames, size=size, entity_set=entity_set)
-        tube_set = TubeSet(Store(store), params, _keypoint_set(store, keypoints_key))
+        tube_set = TubeSet(Store(store).require(), params, _keypoint_set(store, keypoints_key))
         path = render_clip(tube_set, clip, out or Path(store) / "show" / f"{clip}.png")
     except (ValueError, KeyError) as e:
         fail(str(e).strip("'\""))
@@ -405,13 +437,16 @@ def train(
 ) -> None:
     """Train Micro-DualNet on cached tubes (resumes a killed run; a finished run is reused, not redone)."""
     import dualnet
+    from pipelines.datasets import require_classes
     from pipelines.train import TrainParams
     from pipelines.train import train as run_train
     from pipelines.tubes import TubeParams, TubeSet
 
     try:
         index = _load_index(dataset, root, protocol, 1)
-        tubes = TubeSet(Store(store), TubeParams(frames=tubes_frames, size=tubes_size, entity_set=entity_set))
+        require_classes(index, train_split, root)
+        tubes = TubeSet(Store(store).require(), TubeParams(frames=tubes_frames, size=tubes_size,
+                                                           entity_set=entity_set))
         available = set(tubes.names())
         train_clips = _labelled(index, train_split, available, True)
         if train_clips is None:
@@ -456,7 +491,7 @@ def eval_(
     from pipelines.tubes import TubeParams, TubeSet
 
     try:
-        st = Store(store)
+        st = Store(store).require()
         if checkpoint is None:
             ref = st.refs().get("train")
             if ref is None:

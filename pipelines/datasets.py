@@ -278,6 +278,17 @@ def pyskl(pickle_path: str | Path, class_names: str | Path | None = None) -> Cli
     return ClipIndex(path.stem, classes, clips)
 
 
+def _check_csv_row(row: dict, header: list[str], where: str) -> None:
+    """A CSV row has one field per header column and a path and a label (csv.DictReader fills a short row with
+    None and gathers a long row's extra fields under None: either would fail far from the file)."""
+    fields = len(header) + len(row.get(None, [])) - sum(v is None for v in row.values())
+    if fields != len(header):
+        raise InputError(where, f"row has {fields} field(s), the header has {len(header)} ({','.join(header)})")
+    for column in ("path", "label"):
+        if not row[column].strip():
+            raise InputError(where, f"empty {column}")
+
+
 def generic_csv(path: str | Path, root: str | Path | None = None) -> ClipIndex:
     """``path,label[,split,start,end,subject]`` with a header; labels are class names (sorted) or integers."""
     path = Path(path)
@@ -287,7 +298,10 @@ def generic_csv(path: str | Path, root: str | Path | None = None) -> ClipIndex:
         reader = csv.DictReader(f)
         if not {"path", "label"} <= set(reader.fieldnames or []):
             raise InputError(path, "needs a header with at least the columns path,label")
-        rows = [(lineno, row) for lineno, row in enumerate(reader, 2)]
+        rows = []
+        for row in reader:
+            _check_csv_row(row, reader.fieldnames, f"{path}:{reader.line_num}")
+            rows.append((reader.line_num, row))
     names = sorted({row["label"] for _, row in rows})
     numeric = all(n.lstrip("-").isdigit() for n in names)
     classes = [str(i) for i in range(max(int(n) for n in names) + 1)] if numeric and names else names
@@ -326,6 +340,15 @@ def item_name(clip: Clip) -> str:
     if clip.start is not None or clip.end is not None:
         return clip.clip_id
     return Path(clip.source).stem
+
+
+def require_classes(index: ClipIndex, split: str, where: str | Path) -> None:
+    """Training needs labelled clips of at least 2 classes in its split: fewer fails as one line naming the
+    dataset file `where` and the one class it holds (not as the model config's "num_classes >= 2")."""
+    present = sorted({c.label for c in index.split(split) if c.label is not None})
+    if len(present) == 1:
+        raise InputError(where, f"the {split} split has 1 class (label {index.classes[present[0]]!r}); training "
+                                "needs at least 2")
 
 
 def labelled_clips(index: ClipIndex, split: str, available: set[str], fine_to_coarse: bool = True,

@@ -22,6 +22,7 @@ from dualnet.entities import get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
 from pipelines.errors import InputError
+from pipelines.store import write_file_atomic
 from pipelines.tubes import TubeParams
 
 OPSET = 17
@@ -66,20 +67,23 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
     from pipelines.predict import Predictor
 
     out = Path(out)
+    if out.is_dir():
+        raise InputError(out, "is a folder: give the path of the .onnx file to write")
     predictor = Predictor.load(checkpoint, check_layout=False)
     model = predictor.model.eval()
     inputs = example_inputs(model, predictor.tube_params)
     names = list(inputs)
     outputs = ["logits", "routing"] + (["coarse_logits"] if model.config.num_coarse > 0 else [])
     wrapper = _Exported(model, names).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with warnings.catch_warnings():  # tracer warnings about Python-side shape checks: shapes are fixed but batch
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, tuple(inputs.values()), tmp, input_names=names, output_names=outputs,
-                          dynamic_axes={n: {0: "batch"} for n in names + outputs}, opset_version=OPSET,
-                          dynamo=False)
-    tmp.replace(out)
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():  # tracer warnings about Python-side shape checks: shapes are fixed but batch
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, tuple(inputs.values()), tmp, input_names=names, output_names=outputs,
+                              dynamic_axes={n: {0: "batch"} for n in names + outputs}, opset_version=OPSET,
+                              dynamo=False)
+
+    write_file_atomic(out, write)  # a failed export leaves no temporary file behind
     meta = {"checkpoint": str(Path(checkpoint)), "opset": OPSET, "classes": predictor.classes,
             "inputs": {n: {"shape": ["batch", *inputs[n].shape[1:]], "dtype": str(inputs[n].dtype).split(".")[-1]}
                        for n in names},

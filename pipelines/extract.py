@@ -26,7 +26,7 @@ from pipelines.keypoint_format import KeypointItemWriter
 from pipelines.keypoint_packs import Compactor, KeypointIndex
 from pipelines.kill_points import kill_point
 from pipelines.sources import VideoSource, resolve_sources
-from pipelines.store import Shard, StageOutput, Store
+from pipelines.store import MAX_ITEM_NAME, Shard, StageOutput, Store
 from pipelines.subject import StreamingSubjectTracker
 from pipelines.video import iter_frames, probe, regular_timestamps
 
@@ -69,6 +69,17 @@ class ExtractParams:
     @property
     def layout(self) -> str:
         return "coco_wholebody" if self.backend == "rtmlib" else "mediapipe_holistic"
+
+
+MEDIAPIPE_ONLY = ("model_complexity", "min_detection_confidence", "min_tracking_confidence")
+RTMLIB_ONLY = ("det_model", "pose_model", "det_input_size", "pose_input_size")
+
+
+def backend_params(params: dict) -> dict:
+    """The recorded ExtractParams fields that matter to the run's backend (the other backend's fields are recorded
+    too, at their defaults, but change nothing)."""
+    unused = MEDIAPIPE_ONLY if params.get("backend") == "rtmlib" else RTMLIB_ONLY
+    return {k: v for k, v in params.items() if k not in unused}
 
 
 def stage_key(params: ExtractParams, namespace: str = "") -> str:
@@ -264,11 +275,11 @@ def run_extract(
 ) -> ExtractReport:
     """Extract keypoints for every video `inputs` name into the store; skip what is already done.
 
-    Bad videos (missing, empty, not a video, truncated) are recorded as failures with a one-line reason and do not
-    stop the others. An item is never replaced by a different video silently: a video whose item name is held by
-    another file (another path, other content) fails with a one-line reason; the same path with new content
-    (a file edited in place) is extracted again. Raises StoreLockedError when another writer holds the store,
-    InputError when the inputs themselves cannot be resolved.
+    Bad videos (missing, empty, not a video, truncated, a name too long for the store) are recorded as failures
+    with a one-line reason and do not stop the others. An item is never replaced by a different video silently: a
+    video whose item name is held by another file (another path, other content) fails with a one-line reason; the
+    same path with new content (a file edited in place) is extracted again. Raises StoreLockedError when another
+    writer holds the store, InputError when the inputs themselves cannot be resolved.
 
     Args:
         namespace: Keeps these items in an output of their own (e.g. ``predict``: videos scored by a model never
@@ -294,6 +305,11 @@ def run_extract(
         fingerprints = store.fingerprints()
         try:
             for source in sources:
+                if len(source.name) > MAX_ITEM_NAME:  # its files in the store could not be named
+                    _fail(output, report, progress, source, str(InputError(
+                        source.path, f"file name too long for the store (an item name of {len(source.name)} "
+                                     f"characters, at most {MAX_ITEM_NAME}): rename the file")))
+                    continue
                 try:
                     fp = fingerprints.fingerprint(source.path)
                 except FileNotFoundError:

@@ -22,7 +22,7 @@ from pipelines.importers import ImportedClip
 from pipelines.keypoint_format import item_attrs
 from pipelines.keypoint_packs import KeypointIndex, PackWriter
 from pipelines.kill_points import kill_point
-from pipelines.store import Shard, Store
+from pipelines.store import MAX_ITEM_NAME, Shard, Store, safe_name
 
 STAGE = "import"
 VERSION = 1
@@ -144,6 +144,12 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
                 continue
             for clip in clips:
                 names.append(clip.name)
+                if len(safe_name(clip.name)) > MAX_ITEM_NAME:  # its files in the store could not be named
+                    error = str(InputError(path, f"clip {clip.name!r}: name too long for the store "
+                                                 f"({len(safe_name(clip.name))} characters, at most {MAX_ITEM_NAME})"))
+                    output.record_failure(clip.name, path, error)
+                    report.failed[clip.name] = error
+                    continue
                 if index.fingerprint(clip.name) == fp:
                     report.skipped.append(clip.name)
                     continue

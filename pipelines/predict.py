@@ -39,7 +39,7 @@ from pipelines.hashing import hash_file, stable_hash
 from pipelines.keypoints import KeypointSet
 from pipelines.sources import resolve_sources
 from pipelines.store import Shard, Store, write_file_atomic, write_json_atomic
-from pipelines.train import model_from_state, segment_indices
+from pipelines.train import load_checkpoint, segment_indices
 from pipelines.tubes import TubeParams
 from pipelines.video import iter_frames
 
@@ -90,13 +90,7 @@ class Predictor:
             check_layout: Require a model that a pose backend can feed from video (predict does; export need not).
         """
         checkpoint = Path(checkpoint)
-        if not checkpoint.is_file():
-            raise InputError(checkpoint, "checkpoint not found")
-        try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            model = model_from_state(state).to(device)
-        except Exception as e:  # a truncated or foreign file
-            raise InputError(checkpoint, f"not a dualnet checkpoint ({type(e).__name__}: {e})") from None
+        model, state = load_checkpoint(checkpoint, device)
         config = model.config
         data = state.get("data") or {}
         tubes = data.get("tubes") or {}

@@ -41,6 +41,10 @@ DEFAULT_STORE = "cache"
 STORE_ENV = "DUALNET_STORE"
 PACK_PREFIX = "@"  # items/@<id> is a pack of items: no item name (a safe_name) can start with it
 _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+NAME_MAX = 255  # bytes in one file name (ext4, XFS, APFS); item names are ASCII, so also characters
+# The longest file name the store makes from an item's is its failure record while being written,
+# ".<name>.json.<8 hex>.tmp" (write_file_atomic): a longer name is an input error, not a full disk.
+MAX_ITEM_NAME = NAME_MAX - len("..json.01234567.tmp")  # 236
 
 
 def default_store_root() -> Path:
@@ -257,9 +261,10 @@ class StageOutput:
         out = {}
         for p in sorted(self.failed_dir.glob("*.json")):
             try:
-                out[p.stem] = read_json(p)
+                record = read_json(p)
             except (OSError, ValueError):
                 continue
+            out[record.get("name", p.stem)] = record
         return out
 
     def requested_items(self) -> set[str]:
@@ -412,12 +417,20 @@ class StageOutput:
         """Remove a half-written temporary item (after a write error: give back the space it took)."""
         shutil.rmtree(tmp_item, ignore_errors=True)
 
+    def _failure_path(self, name: str) -> Path:
+        """``failed/<name>.json``; a name too long for that (one the store refused as an item) is cut and given a
+        hash of the whole name, so that its failure can still be recorded."""
+        name = safe_name(name)
+        if len(name) > MAX_ITEM_NAME:
+            name = f"{name[:MAX_ITEM_NAME - 9]}-{stable_hash(name, chars=8)}"
+        return self.failed_dir / f"{name}.json"
+
     def record_failure(self, name: str, source: str, error: str) -> None:
-        write_json_atomic(self.failed_dir / f"{safe_name(name)}.json",
-                          {"source": source, "error": error, "time": now_iso()})
+        write_json_atomic(self._failure_path(name),
+                          {"name": safe_name(name), "source": source, "error": error, "time": now_iso()})
 
     def clear_failure(self, name: str) -> None:
-        (self.failed_dir / f"{safe_name(name)}.json").unlink(missing_ok=True)
+        self._failure_path(name).unlink(missing_ok=True)
 
     def record_run(self, shard: Shard, names: list[str]) -> None:
         write_json_atomic(self.runs_dir / f"{shard.label}.json",
@@ -440,6 +453,14 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
+
+    def require(self) -> Store:
+        """This store, for a command that reads one: a root that does not exist or is not a folder is a StoreError,
+        never an empty store (and a reader does not create it)."""
+        if not self.root.is_dir():
+            problem = "not a folder" if self.root.exists() else "the folder does not exist"
+            raise StoreError(f"{self.root}: no store here ({problem})")
+        return self
 
     def stage(self, stage: str, key: str) -> StageOutput:
         return StageOutput(self.root, stage, key)

@@ -27,7 +27,7 @@ from dualnet.entities import flip_order, get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
 from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_clip, jitter_crops
-from pipelines.errors import DualnetError, StoreError
+from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import stable_hash
 from pipelines.kill_points import kill_point
 from pipelines.metrics import evaluate
@@ -504,6 +504,35 @@ def model_from_state(state: dict) -> MicroDualNet:
     return model.eval()
 
 
+def load_checkpoint(checkpoint: str | Path, device: str = "cpu") -> tuple[MicroDualNet, dict]:
+    """The model a checkpoint this stage wrote holds, on `device`, and the checkpoint itself (config, classes, data).
+
+    Every command that takes a checkpoint loads it here: a file that is missing, is not a torch file (text, a
+    truncated copy) or is a torch file of something else fails as one InputError naming it.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # the optimiser state stays off the GPU
+    except Exception as e:  # torch raises many kinds here (UnpicklingError, EOFError, RuntimeError from the zip)
+        raise InputError(path, f"not a dualnet checkpoint ({type(e).__name__}: {_one_line(e)})") from None
+    if not isinstance(state, dict) or not {"model", "config"} <= state.keys():
+        raise InputError(path, "not a dualnet checkpoint (a torch file without 'model' and 'config')")
+    try:
+        return model_from_state(state).to(device), state
+    except Exception as e:  # a config or weights this version of the model cannot take
+        raise InputError(path, f"not a dualnet checkpoint this version can load ({type(e).__name__}: "
+                               f"{_one_line(e)})") from None
+
+
+def _one_line(error: Exception, limit: int = 200) -> str:
+    """An exception's message on one line (load_state_dict's lists every key on its own line), at most `limit`
+    characters."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def load_model(checkpoint: str | Path, device: str = "cpu") -> MicroDualNet:
-    """A model from a checkpoint this stage wrote."""
-    return model_from_state(torch.load(checkpoint, map_location=device, weights_only=False))
+    """A model from a checkpoint this stage wrote (see `load_checkpoint`)."""
+    return load_checkpoint(checkpoint, device)[0]
