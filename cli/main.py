@@ -434,10 +434,12 @@ def train(
     tubes_frames: Annotated[int, typer.Option(help="Tubes of which --frames setting.")] = 16,
     tubes_size: Annotated[int, typer.Option(help="Tubes of which --size setting.")] = 112,
     entity_set: Annotated[str, typer.Option(help="k6 | k5.")] = "k6",
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Train even when over 1% of a split's "
+                                                                       "clips have no tubes.")] = False,
 ) -> None:
     """Train Micro-DualNet on cached tubes (resumes a killed run; a finished run is reused, not redone)."""
     import dualnet
-    from pipelines.datasets import require_classes
+    from pipelines.datasets import check_coverage, require_classes
     from pipelines.train import TrainParams
     from pipelines.train import train as run_train
     from pipelines.tubes import TubeParams, TubeSet
@@ -448,6 +450,8 @@ def train(
         tubes = TubeSet(Store(store).require(), TubeParams(frames=tubes_frames, size=tubes_size,
                                                            entity_set=entity_set))
         available = set(tubes.names())
+        for split in (train_split, val_split) if val_split else (train_split,):
+            console.print(check_coverage(index, split, available, root, allow_missing), highlight=False)
         train_clips = _labelled(index, train_split, available, True)
         if train_clips is None:
             fail(f"{root}: no labelled clip of split {train_split!r} has tubes in {store}")
@@ -483,25 +487,33 @@ def eval_(
     tubes_frames: Annotated[int, typer.Option(help="Tubes of which --frames setting.")] = 16,
     tubes_size: Annotated[int, typer.Option(help="Tubes of which --size setting.")] = 112,
     entity_set: Annotated[str, typer.Option(help="k6 | k5.")] = "k6",
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Evaluate even when over 1% of the split's "
+                                                                       "clips have no tubes (never for a "
+                                                                       "submission).")] = False,
 ) -> None:
     """Evaluate a trained model: metrics (Top-1/5, F1, MA-52's F1_mean), per-class table, report, submission CSV."""
     import numpy as np
 
-    from pipelines.evaluate import run_eval
+    from pipelines.evaluate import latest_checkpoint, new_report_folder, run_eval
     from pipelines.tubes import TubeParams, TubeSet
 
     try:
         st = Store(store).require()
+        index = _load_index(dataset, root, protocol, 1)
         if checkpoint is None:
-            ref = st.refs().get("train")
-            if ref is None:
+            if st.refs().get("train") is None:
                 fail(f"{store}: no training run yet; pass --checkpoint")
-            checkpoint = st.stage("train", ref).path / "best.pt"
+            checkpoint = latest_checkpoint(st, index.classes)  # one trained on this dataset's classes
+            console.print(f"checkpoint: {checkpoint}", highlight=False)
         if not checkpoint.is_file():
             fail(f"{checkpoint}: checkpoint not found")
-        index = _load_index(dataset, root, protocol, 1)
         tubes = TubeSet(st, TubeParams(frames=tubes_frames, size=tubes_size, entity_set=entity_set))
         available = set(tubes.names())
+        from pipelines.datasets import MAX_MISSING, check_coverage
+
+        # a test-server submission must hold every clip of the split: none may be missing
+        console.print(check_coverage(index, split, available, root, allow_missing and not submission,
+                                     0.0 if submission else MAX_MISSING), highlight=False)
         clips = _labelled(index, split, available, True, unlabelled=submission)
         if clips is None:
             fail(f"{root}: no clip of split {split!r} has tubes in {store}")
@@ -513,11 +525,11 @@ def eval_(
 
         by_stem = {item_name(c): Path(c.source).name for c in index.split(split)}
         ids = [by_stem[n] for n in clips.names] if submission else None
-        out_dir = checkpoint.parent / f"eval-{split}"
+        out_dir = new_report_folder(checkpoint.parent, split)
         if submission and all(label < 0 for label in clips.labels):
             from pipelines.evaluate import predict_submission
 
-            path = predict_submission(checkpoint, tubes, clips, fine_to_coarse, ids, out_dir)
+            path = predict_submission(checkpoint, tubes, clips, fine_to_coarse, ids, out_dir, classes=index.classes)
             console.print(f"submission -> {path}", highlight=False)
             return
         result = run_eval(checkpoint, tubes, clips, index.classes, out_dir, index.coarse_classes or None,
@@ -526,6 +538,8 @@ def eval_(
         fail(str(e).strip("'\""))
     except DualnetError as e:
         fail(str(e))
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/] {checkpoint}: {note}", highlight=False, soft_wrap=True)
     for key, value in result.metrics.items():
         console.print(f"{key:>16}: {100 * value:6.2f}%", highlight=False)
     if result.submission is not None:

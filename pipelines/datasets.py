@@ -351,6 +351,26 @@ def require_classes(index: ClipIndex, split: str, where: str | Path) -> None:
                                 "needs at least 2")
 
 
+MAX_MISSING = 0.01  # the share of a split's clips that may lack cached inputs before train/eval refuse
+
+
+def check_coverage(index: ClipIndex, split: str, available: set[str], source: str | Path,
+                   allow_missing: bool = False, limit: float = MAX_MISSING) -> str:
+    """One line saying how many of the split's clips have cached inputs (tubes or keypoints) in `available`.
+
+    Raises InputError naming `source` (the dataset file) when more than `limit` of them are missing, unless
+    `allow_missing`: training or scoring a part of a split without a word is a silent wrong answer."""
+    wanted = [item_name(c) for c in index.split(split)]
+    absent = [n for n in wanted if n not in available]
+    line = f"split {split!r}: {len(wanted) - len(absent)} of {len(wanted)} clips have cached inputs"
+    if absent:
+        line += f" ({len(absent)} missing, e.g. {absent[0]!r})"
+    if absent and not allow_missing and len(absent) > limit * len(wanted):
+        raise InputError(source, f"{line}; more than {limit:.0%} missing: run extract/tubes on them first, or "
+                                 "pass --allow-missing")
+    return line
+
+
 def labelled_clips(index: ClipIndex, split: str, available: set[str], fine_to_coarse: bool = True,
                    unlabelled: bool = False):
     """The clips of one split that have tubes (or keypoints) in `available`, as LabelledClips.

@@ -3,18 +3,89 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from dualnet.entities import get_entity_set
+from pipelines.errors import InputError
 from pipelines.metrics import coarse_from_fine, evaluate, per_class, write_submission
 from pipelines.report import plot_confusion, plot_curves, plot_per_class_f1, plot_routing, write_report
-from pipelines.train import LabelledClips, TrainParams, load_model, make_dataset, predict
+from pipelines.store import Store
+from pipelines.train import LabelledClips, TrainParams, load_checkpoint, make_dataset, predict
 from pipelines.tubes import TubeSet
+
+
+def match_classes(checkpoint: Path, trained: list[str] | None, dataset: list[str], num_outputs: int
+                  ) -> tuple[np.ndarray | None, str | None]:
+    """How the model's outputs map onto the dataset's classes, by name: (columns, note).
+
+    `columns[i]` is the model output of dataset class i (None when they are the same, in the same order); `note`
+    says what was done when it is not plain. The same names in another order are remapped; any other difference
+    (a class one side lacks, a renamed class) is refused, as scoring by position would give a silent wrong answer.
+    A checkpoint without class names (written before they were saved) can only be checked by count.
+    """
+    if trained is None:
+        if num_outputs != len(dataset):
+            raise InputError(checkpoint, f"the model has {num_outputs} classes, the dataset {len(dataset)}")
+        return None, "the checkpoint records no class names: classes matched by position"
+    if list(trained) == list(dataset):
+        return None, None
+    unknown = [c for c in dataset if c not in trained]
+    unused = [c for c in trained if c not in dataset]
+    if unknown or unused or len(set(trained)) != len(trained):
+        def some(names: list[str]) -> str:
+            return ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+        parts = ([f"{len(unknown)} dataset class(es) the model was not trained on ({some(unknown)})"] if unknown
+                 else []) + ([f"{len(unused)} model class(es) the dataset lacks ({some(unused)})"] if unused else [])
+        raise InputError(checkpoint, "its classes do not match the dataset's: " + "; ".join(parts or
+                         ["duplicate class names"]) + "; evaluate on the dataset it was trained on")
+    columns = np.array([list(trained).index(c) for c in dataset])
+    return columns, f"the dataset lists the model's {len(dataset)} classes in another order: remapped by name"
+
+
+def checkpoint_classes(checkpoint: Path) -> list[str] | None:
+    """The class names a checkpoint was trained on (None when it records none)."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # noqa: BLE001 - not a checkpoint: it holds no classes
+        return None
+    return state.get("classes") if isinstance(state, dict) else None
+
+
+def latest_checkpoint(store: Store, classes: list[str]) -> Path:
+    """best.pt of the newest training run whose classes are `classes` (the current run first): a run trained on
+    another dataset is never picked. Raises InputError when there is none."""
+    runs = [store.stage("train", key).path for key in [store.refs().get("train")] if key]
+    others = sorted((o.path for o in store.outputs() if o.stage == "train"),
+                    key=lambda p: (p / "best.pt").stat().st_mtime if (p / "best.pt").exists() else 0, reverse=True)
+    seen = 0
+    for run in runs + [p for p in others if p not in runs]:
+        best = run / "best.pt"
+        if not best.is_file():
+            continue
+        seen += 1
+        if checkpoint_classes(best) == list(classes):
+            return best
+    what = f"none of its {seen} training run(s) was" if seen else "no training run was"
+    raise InputError(store.root, f"{what} trained on this dataset's {len(classes)} classes; pass --checkpoint")
+
+
+def new_report_folder(run_dir: Path, split: str) -> Path:
+    """A folder of its own for one evaluation, ``eval-<split>-<UTC time>``: an earlier report is never
+    overwritten."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    path = run_dir / f"eval-{split}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = run_dir / f"eval-{split}-{stamp}-{n}"
+    return path
 
 
 @dataclass
@@ -23,6 +94,23 @@ class EvalResult:
     report_md: Path
     report_html: Path
     submission: Path | None
+    notes: list[str] = field(default_factory=list)  # how classes were matched, when not plainly
+
+
+def _scores(checkpoint: Path, tubes: TubeSet, clips: LabelledClips, classes: list[str] | None, batch_size: int
+            ) -> tuple[object, dict, list[str]]:
+    """(model, predictions with fine scores in the dataset's class order, notes)."""
+    model, state = load_checkpoint(checkpoint)
+    notes: list[str] = []
+    columns = None
+    if classes is not None:
+        columns, note = match_classes(checkpoint, state.get("classes"), list(classes), model.config.num_classes)
+        notes += [note] if note else []
+    loader = DataLoader(make_dataset(tubes, clips, model.config, TrainParams(), train=False), batch_size=batch_size)
+    pred = predict(model, loader, next(model.parameters()).device)
+    if columns is not None:
+        pred["scores"] = pred["scores"][:, columns]
+    return model, pred, notes
 
 
 def run_eval(checkpoint: str | Path, tubes: TubeSet, clips: LabelledClips, classes: list[str], out_dir: Path,
@@ -36,9 +124,7 @@ def run_eval(checkpoint: str | Path, tubes: TubeSet, clips: LabelledClips, class
         submission_ids: Write the MA-52 submission CSV for these video ids (one per clip, in order).
     """
     checkpoint = Path(checkpoint)
-    model = load_model(checkpoint)
-    loader = DataLoader(make_dataset(tubes, clips, model.config, TrainParams(), train=False), batch_size=batch_size)
-    pred = predict(model, loader, next(model.parameters()).device)
+    model, pred, class_notes = _scores(checkpoint, tubes, clips, classes, batch_size)
     scores, labels = pred["scores"], pred["labels"]
     coarse_scores = pred.get("coarse_scores")
     if coarse_scores is None and fine_to_coarse is not None:
@@ -62,22 +148,22 @@ def run_eval(checkpoint: str | Path, tubes: TubeSet, clips: LabelledClips, class
     figures = {k: v for k, v in figures.items() if v is not None}
     notes = [f"checkpoint: {checkpoint}", f"clips: {len(labels)}, classes: {len(classes)}",
              f"model: preset backbone {model.config.backbone}, modality {model.config.modality}, "
-             f"path {model.config.path}"]
+             f"path {model.config.path}", *class_notes]
     md, html_path = write_report(out_dir, "Micro-DualNet evaluation", metrics, table, figures, notes)
     submission = None
     if submission_ids is not None:
         if coarse_scores is None:
             raise ValueError("the submission needs body-level scores: a coarse head or a fine->coarse mapping")
         submission = write_submission(out_dir / "prediction.csv", submission_ids, scores, coarse_scores)
-    return EvalResult(metrics, md, html_path, submission)
+    return EvalResult(metrics, md, html_path, submission, class_notes)
 
 
 def predict_submission(checkpoint: str | Path, tubes: TubeSet, clips: LabelledClips, fine_to_coarse: np.ndarray | None,
-                       video_ids: list[str], out_dir: Path, batch_size: int = 8) -> Path:
-    """Only the MA-52 submission CSV, for a split whose labels are hidden."""
-    model = load_model(checkpoint)
-    loader = DataLoader(make_dataset(tubes, clips, model.config, TrainParams(), train=False), batch_size=batch_size)
-    pred = predict(model, loader, next(model.parameters()).device)
+                       video_ids: list[str], out_dir: Path, batch_size: int = 8, classes: list[str] | None = None
+                       ) -> Path:
+    """Only the MA-52 submission CSV, for a split whose labels are hidden (`classes`: the dataset's, matched to the
+    checkpoint's by name)."""
+    _, pred, _ = _scores(Path(checkpoint), tubes, clips, classes, batch_size)
     coarse = pred.get("coarse_scores")
     if coarse is None:
         if fine_to_coarse is None:

@@ -84,6 +84,19 @@ def missing(group: Path, arrays: tuple[str, ...] | list[str] | None = None) -> s
     return None
 
 
+def damaged(entry: Path) -> bool:
+    """Whether `entry`, if it is a zarr group (it or one of its sub-folders has a ``zarr.json``), lacks a file
+    (`missing`). Entries of other formats (a prediction's parquet files) are never damaged by this test."""
+    if not (entry / "zarr.json").is_file():
+        try:
+            subs = [e for e in os.scandir(entry) if e.is_dir()]
+        except OSError:
+            return False
+        if not any(os.path.exists(os.path.join(e.path, "zarr.json")) for e in subs):
+            return False
+    return missing(entry) is not None
+
+
 def read_problem(group: Path, arrays: tuple[str, ...] | list[str]) -> str | None:
     """`missing`, then every array of `group` read whole (checksums verified): the first problem, or None."""
     problem = missing(group, arrays)

@@ -44,7 +44,9 @@ from pipelines.tubes import TubeParams
 from pipelines.video import iter_frames
 
 STAGE = "predict"
-VERSION = 1
+VERSION = 2  # 2: windows record the share of frames with the subject (`subject`)
+NO_SUBJECT = "(nobody)"  # the label of windows where the subject was not found: no action is predicted there
+MIN_SUBJECT = 0.5  # a window needs the subject detected in at least this share of its frames to be scored
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,8 @@ def _stream_windows(video: Path, windows: list[Window], inputs: _WindowInputs,
 def score_windows(predictor: Predictor, video: Path, keypoints: KeypointSet, name: str, params: PredictParams,
                   on_window=None) -> pd.DataFrame:
     """Scores of every window of one video: columns window, start_frame, end_frame, start_s, end_s (the span it
-    owns), then one probability column per class."""
+    owns), subject (the share of its frames where the pose model found the subject), then one probability column
+    per class."""
     model = predictor.model
     config = model.config
     attrs = keypoints.attributes(name)
@@ -240,15 +243,19 @@ def score_windows(predictor: Predictor, video: Path, keypoints: KeypointSet, nam
         run_batch()
     spans = window_spans(windows, n, fps)
     scores = np.concatenate(probs) if probs else np.zeros((0, len(predictor.classes)), np.float32)
+    detected = keypoints.load(name).detected  # (n,)
     table = pd.DataFrame({"window": np.arange(len(windows)), "start_frame": [w.start for w in windows],
-                          "end_frame": [w.end for w in windows], "start_s": spans[:, 0], "end_s": spans[:, 1]})
+                          "end_frame": [w.end for w in windows], "start_s": spans[:, 0], "end_s": spans[:, 1],
+                          "subject": [float(detected[w.start:w.end].mean()) if w.end > w.start else 0.0
+                                      for w in windows]})
     return pd.concat([table, pd.DataFrame(scores, columns=predictor.classes)], axis=1)
 
 
 def merge_segments(windows: pd.DataFrame, classes: list[str], min_score: float = 0.0,
                    top_k: int = 3) -> pd.DataFrame:
     """Consecutive windows with the same top-1 label (score >= min_score) -> segments: start_s, end_s, label,
-    score, windows, and top-k labels with their mean scores (label_1, score_1, ...)."""
+    score, windows, and top-k labels with their mean scores (label_1, score_1, ...). Windows where the subject
+    was found in under MIN_SUBJECT of the frames make `NO_SUBJECT` segments, with no score and no label ranks."""
     columns = ["segment", "start_s", "end_s", "duration_s", "label", "score", "windows"]
     columns += [c for i in range(1, top_k + 1) for c in (f"label_{i}", f"score_{i}")]
     if windows.empty:
@@ -257,13 +264,19 @@ def merge_segments(windows: pd.DataFrame, classes: list[str], min_score: float =
     best = scores.argmax(axis=1)
     keep = scores.max(axis=1) >= min_score
     labels = np.where(keep, best, -1)
+    if "subject" in windows:
+        labels = np.where(windows["subject"].to_numpy() < MIN_SUBJECT, -2, labels)
     rows = []
     i = 0
     while i < len(labels):
         j = i
         while j + 1 < len(labels) and labels[j + 1] == labels[i]:
             j += 1
-        if labels[i] >= 0:
+        if labels[i] == -2:
+            start, end = float(windows["start_s"].iloc[i]), float(windows["end_s"].iloc[j])
+            rows.append({"segment": len(rows), "start_s": start, "end_s": end, "duration_s": end - start,
+                         "label": NO_SUBJECT, "score": float("nan"), "windows": j - i + 1})
+        elif labels[i] >= 0:
             mean = scores[i:j + 1].mean(axis=0)
             order = np.argsort(-mean, kind="stable")[:top_k]
             start, end = float(windows["start_s"].iloc[i]), float(windows["end_s"].iloc[j])
@@ -372,7 +385,7 @@ def plot_timeline(prediction: VideoPrediction, classes: list[str], path: Path, t
     import matplotlib.pyplot as plt
 
     windows, timeline = prediction.windows, prediction.timeline
-    shown = list(timeline["label"].value_counts().index[:top]) if not timeline.empty else []
+    shown = [c for c in timeline["label"].value_counts().index if c in classes][:top] if not timeline.empty else []
     shown = shown or list(windows[classes].mean().sort_values(ascending=False).index[:top])
     colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(shown)}
     fig, (ax_s, ax_t) = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True, height_ratios=[3, 1])

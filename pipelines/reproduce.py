@@ -94,7 +94,7 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
                workers: int = 0) -> RunReport:
     """Run `stages` (default: all) of the experiment `config` describes on the dataset at `root`."""
     import dualnet
-    from pipelines.datasets import labelled_clips
+    from pipelines.datasets import check_coverage, labelled_clips
     from pipelines.extract import ExtractParams, run_extract
     from pipelines.keypoints import KeypointSet
     from pipelines.store import Store
@@ -115,6 +115,7 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
     tube_params = TubeParams(**config.get("tubes", {}))
     train_cfg = dict(config.get("train", {}))
     train_split, val_split = train_cfg.pop("train_split", "train"), train_cfg.pop("val_split", "val")
+    allow_missing = bool(train_cfg.pop("allow_missing", False))  # see datasets.check_coverage
     params = TrainParams(**train_cfg)
     if "cut" in stages or "extract" in stages:
         videos, lines = _clip_videos(config, root, store_path, index)
@@ -133,6 +134,8 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
         keypoints = keypoints or KeypointSet(st, extract_params)
         tubes = TubeSet(st, tube_params, keypoints)
         available = set(tubes.names())
+        for split in (train_split, val_split) if val_split else (train_split,):
+            report.lines.append(check_coverage(index, split, available, root, allow_missing))
         train_clips = labelled_clips(index, train_split, available)
         if train_clips is None:
             raise InputError(root, f"no labelled clip of split {train_split!r} has tubes in {store_path}")
@@ -166,7 +169,7 @@ def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport
     import numpy as np
 
     from pipelines.datasets import item_name, labelled_clips
-    from pipelines.evaluate import predict_submission, run_eval
+    from pipelines.evaluate import new_report_folder, predict_submission, run_eval
 
     ev = config.get("eval", {})
     checkpoint = report.checkpoint
@@ -179,12 +182,13 @@ def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport
     split = ev.get("split", "val")
     clips = labelled_clips(index, split, available)
     if clips is not None:
-        result = run_eval(checkpoint, tubes, clips, index.classes, checkpoint.parent / f"eval-{split}",
-                          index.coarse_classes or None, fine_to_coarse)
+        out_dir = new_report_folder(checkpoint.parent, split)
+        result = run_eval(checkpoint, tubes, clips, index.classes, out_dir, index.coarse_classes or None,
+                          fine_to_coarse)
         report.report = result.report_html
         metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items() if "top" in k or "f1_mean" in k)
         report.lines.append(f"eval {split}: {metrics} -> {result.report_html}")
-        (checkpoint.parent / f"eval-{split}" / "run.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+        (out_dir / "run.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
     submission_split = ev.get("submission_split")
     if submission_split:
         test = labelled_clips(index, submission_split, available, unlabelled=True)
@@ -192,5 +196,6 @@ def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport
             ids = {item_name(c): Path(c.source).name for c in index.split(submission_split)}
             report.submission = predict_submission(checkpoint, tubes, test, fine_to_coarse,
                                                    [ids[n] for n in test.names],
-                                                   checkpoint.parent / f"eval-{submission_split}")
+                                                   new_report_folder(checkpoint.parent, submission_split),
+                                                   classes=index.classes)
             report.lines.append(f"submission ({submission_split}, {len(test.names)} clips) -> {report.submission}")

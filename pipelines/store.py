@@ -34,7 +34,7 @@ from typing import Any
 
 from pipelines.errors import StoreError, StoreLockedError
 from pipelines.hashing import FingerprintCache, stable_hash
-from pipelines.integrity import missing
+from pipelines.integrity import damaged
 from pipelines.kill_points import kill_point
 
 DEFAULT_STORE = "cache"
@@ -283,7 +283,7 @@ class StageOutput:
         if manifest.get("packed"):
             names: set[str] = set()
             for pack in self.item_names():
-                if missing(self.items_dir / pack) is not None:
+                if damaged(self.items_dir / pack):
                     continue
                 try:
                     names.update(c["name"] for c in read_json(self.items_dir / pack / "zarr.json")["attributes"]
@@ -295,9 +295,9 @@ class StageOutput:
             history = self.path / "metrics.jsonl"
             lines = history.read_text().splitlines() if history.exists() else []
             return [f"epoch {i}" for i, line in enumerate(lines) if line.strip()]
-        names = {n for n in self.item_names() if missing(self.items_dir / n) is None}
+        names = {n for n in self.item_names() if not damaged(self.items_dir / n)}
         for pack in self.pack_names():
-            if missing(self.items_dir / pack) is not None:
+            if damaged(self.items_dir / pack):
                 continue
             try:
                 names.update(e["name"] for e in read_json(self.items_dir / pack / "zarr.json")["attributes"]["items"])

@@ -14,6 +14,8 @@ import dualnet
 from conftest import ma52_clips, requires_shared, run_cli
 from pipelines.errors import InputError
 from pipelines.predict import (
+    MIN_SUBJECT,
+    NO_SUBJECT,
     PredictParams,
     merge_segments,
     plan_windows,
@@ -120,6 +122,47 @@ def test_segments_follow_the_true_clip_boundaries(trained, concatenated, tmp_pat
     strict = run_predict([str(video)], checkpoint, store, PredictParams(window=1.0, stride=0.5, min_score=1.0),
                          tmp_path / "out3")
     assert strict.videos[0].reused and strict.videos[0].timeline.empty
+
+
+def with_nobody_around(clip: Path, dst: Path, empty_s: float = 2.0) -> tuple[float, float]:
+    """`empty_s` seconds of an empty (black) scene, the clip, then the empty scene again, losslessly (as
+    `concatenate`); returns the clip's (start_s, end_s)."""
+    with av.open(str(clip)) as src:
+        frames = [f.to_ndarray(format="rgb24") for f in src.decode(video=0)]
+    empty = int(empty_s * 30)
+    black = np.zeros_like(frames[0])
+    with av.open(str(dst), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"qp": "0", "preset": "ultrafast"}
+        for rgb in [black] * empty + frames + [black] * empty:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return empty / 30, (empty + len(frames)) / 30
+
+
+def test_windows_without_a_person_predict_nothing(trained, tmp_path):
+    """Issue 15.6: where nobody is in view no action is reported; the summary says how long nobody was there."""
+    store, checkpoint, _ = trained
+    video = tmp_path / "empty_room.mp4"
+    start, end = with_nobody_around(ma52_clips()[0], video)
+    params = PredictParams(window=1.0, stride=0.5)
+    (pred,) = run_predict([str(video)], checkpoint, store, params, tmp_path / "out").videos
+    timeline = pred.timeline
+    assert timeline["label"].iloc[0] == NO_SUBJECT and timeline["label"].iloc[-1] == NO_SUBJECT, timeline
+    assert NO_SUBJECT not in set(timeline["label"].iloc[1:-1])
+    acted = timeline[timeline["label"] != NO_SUBJECT]
+    assert len(acted) >= 1 and acted["score"].notna().all()
+    assert acted["start_s"].min() >= start - 1.0 and acted["end_s"].max() <= end + 1.0  # within a window
+    nobody = timeline[timeline["label"] == NO_SUBJECT]
+    assert nobody["score"].isna().all() and (nobody["label_1"].isna()).all()
+    assert (pred.windows["subject"] < MIN_SUBJECT).sum() >= 4
+    summary = pred.summary.set_index("label")
+    assert summary.loc[NO_SUBJECT, "total_s"] == pytest.approx(nobody["duration_s"].sum())
+    assert abs(summary.loc[NO_SUBJECT, "total_s"] - (pred.duration_s - (end - start))) <= 2 * params.stride
 
 
 def test_frames_held_do_not_grow_with_the_video(trained, concatenated, tmp_path):

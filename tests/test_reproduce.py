@@ -53,10 +53,10 @@ def test_make_reproduce_ma52_runs_end_to_end_on_cpu(ma52_store, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "extract" in result.stdout and "0 processed, 6 skipped" in result.stdout
     assert "trained 2 epoch(s)" in result.stdout and "eval val: top1" in result.stdout
-    submission = next((store / "train").glob("*/eval-test/prediction.csv"))
+    submission = next((store / "train").glob("*/eval-test-*/prediction.csv"))
     table = pd.read_csv(submission)
     assert len(table) == 6 and list(table.columns[:2]) == ["vid", "action_pred_1"]
-    assert next((store / "train").glob("*/eval-val/report.html")).stat().st_size > 10_000
+    assert next((store / "train").glob("*/eval-val-*/report.html")).stat().st_size > 10_000
     # everything again: each stage finds its work done
     again = run_cli("run", "configs/ma52.toml", "--root", str(root), "--store", str(store), *TINY)
     assert again.returncode == 0, again.stderr

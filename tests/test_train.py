@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +95,70 @@ def test_eval_writes_every_report_section(ma52_tubes, demo_csv, tmp_path):
     missing = run_cli("eval", "--dataset", "csv", "--root", str(demo_csv), "--store", str(tmp_path / "store"),
                       "--checkpoint", str(tmp_path / "nope.pt"))
     assert missing.returncode == 2 and "nope.pt: checkpoint not found" in missing.stderr
+
+
+def test_eval_matches_classes_by_name_and_keeps_every_report(ma52_tubes, demo_csv, tmp_path):
+    """Issue 15.4: renamed classes are refused (not 0% with exit 0); the same classes in another order are
+    remapped by name (same metrics); without --checkpoint eval never takes a run trained on other classes; each
+    eval writes a report folder of its own."""
+    from pipelines.evaluate import run_eval
+
+    store = tmp_path / "store"
+    shutil.copytree(ma52_tubes.store.root, store)
+    assert run_cli("train", "--dataset", "csv", "--root", str(demo_csv), "--store", str(store), "--preset",
+                   "tiny", "--epochs", "2", "--batch-size", "3").returncode == 0
+    six = next((store / "train").glob("*/best.pt"))
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(demo_csv.read_text().replace(",A", ",X").replace(",B", ",Y"))
+    wrong = run_cli("eval", "--dataset", "csv", "--root", str(renamed), "--store", str(store), "--checkpoint",
+                    str(six))
+    assert wrong.returncode == 2 and "do not match" in wrong.stderr and str(six) in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1 and "Traceback" not in wrong.stderr
+
+    # another dataset's run becomes the latest; eval of the 6-class set still takes the run trained on it
+    three = tmp_path / "three.csv"
+    three.write_text("\n".join(line for line in demo_csv.read_text().splitlines()
+                               if not line.startswith(str(MA52_VIDEOS)) or "/A" in line) + "\n")
+    assert run_cli("train", "--dataset", "csv", "--root", str(three), "--store", str(store), "--preset", "tiny",
+                   "--epochs", "1", "--batch-size", "3").returncode == 0
+    reports = []
+    for _ in range(2):
+        result = run_cli("eval", "--dataset", "csv", "--root", str(demo_csv), "--store", str(store))
+        assert result.returncode == 0, result.stderr
+        assert f"checkpoint: {six}" in result.stdout
+        reports.append(Path(result.stdout.strip().splitlines()[-1]))
+    assert reports[0] != reports[1] and all(r.is_file() for r in reports)  # the first report is kept
+
+    # the same classes listed in another order: scores are remapped by name, metrics unchanged
+    tubes = TubeSet(store)
+    classes = ["A1", "A2", "A3", "B1", "B2", "B3"]
+    names = tuple(sorted(tubes.names()))
+    labels = tuple(classes.index(n[:2]) for n in names)
+    plain = run_eval(six, tubes, LabelledClips(names, labels), classes, tmp_path / "plain")
+    order = classes[::-1]
+    turned = run_eval(six, tubes, LabelledClips(names, tuple(order.index(n[:2]) for n in names)), order,
+                      tmp_path / "turned")
+    assert turned.metrics == plain.metrics and plain.notes == [] and "remapped by name" in turned.notes[0]
+
+
+def test_train_refuses_a_split_with_missing_clips_unless_allowed(ma52_tubes, demo_csv, tmp_path):
+    """Issue 15.5: clips without tubes are not dropped silently: how many were used is said, and over 1% missing
+    is refused unless --allow-missing."""
+    store = tmp_path / "store"
+    shutil.copytree(ma52_tubes.store.root, store)
+    gaps = tmp_path / "gaps.csv"
+    gaps.write_text(demo_csv.read_text() + "".join(f"{tmp_path}/never_extracted_{i}.mp4,A1,train\n"
+                                                   for i in range(2)))
+    cmd = ["train", "--dataset", "csv", "--root", str(gaps), "--store", str(store), "--preset", "tiny",
+           "--epochs", "1", "--batch-size", "3"]
+    refused = run_cli(*cmd)
+    assert refused.returncode == 2 and not (store / "train").exists()
+    assert f"{gaps}: split 'train': 6 of 8 clips have cached inputs (2 missing" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    allowed = run_cli(*cmd, "--allow-missing")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "split 'train': 6 of 8 clips have cached inputs (2 missing" in allowed.stdout
+    assert "split 'val': 6 of 6 clips have cached inputs" in allowed.stdout
 
 
 def test_torchrun_two_processes_gloo_gives_a_loadable_checkpoint(ma52_tubes, demo_csv, tmp_path):
