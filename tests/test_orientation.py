@@ -14,10 +14,12 @@ from av.sidedata.sidedata import Type
 import dualnet
 from conftest import requires_shared, shortest_clip
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
+from pipelines.datasets import Clip
 from pipelines.errors import InputError
 from pipelines.extract import run_extract
 from pipelines.keypoints import KeypointSet
 from pipelines.predict import PredictParams, run_predict
+from pipelines.segments import cut_segments
 from pipelines.store import Store
 from pipelines.train import LabelledClips, TrainParams, train
 from pipelines.tubes import TubeParams, TubeSet, run_tubes
@@ -147,6 +149,15 @@ def test_predict_scores_the_phone_copy_as_the_upright_one(videos, store, tmp_pat
     assert len(windows["phone"]) == len(windows["upright"]) >= 3
     # measured bit-identical; before this fix the sideways phone copy scored 0.03 apart
     np.testing.assert_allclose(windows["phone"][["a", "b"]], windows["upright"][["a", "b"]], atol=1e-3)
+
+
+def test_a_segment_cut_from_a_phone_video_keeps_its_rotation(videos, tmp_path):
+    folder, frames = videos
+    files, failed = cut_segments([Clip("seg", str(folder / "phone.mp4"), "train", start=2, end=6)], tmp_path)
+    assert not failed and probe(files[0]).rotation == 90
+    decoded = [rgb for _, rgb in iter_frames(files[0])]
+    assert len(decoded) == 4 and all(rgb.shape == (1296, 1080, 3) for rgb in decoded)
+    assert np.abs(decoded[0].astype(np.int16) - frames[2]).mean() < 3.0  # CRF 17 4:2:0 re-encode
 
 
 @pytest.mark.parametrize("ccw, hflip, problem", [
