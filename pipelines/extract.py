@@ -28,11 +28,12 @@ from pipelines.kill_points import kill_point
 from pipelines.sources import VideoSource, resolve_sources
 from pipelines.store import MAX_ITEM_NAME, Shard, StageOutput, Store
 from pipelines.subject import StreamingSubjectTracker
-from pipelines.video import iter_frames, probe, regular_timestamps
+from pipelines.video import declared_frames, iter_frames, probe, regular_timestamps
 
 STAGE = "extract"
-VERSION = 2  # bump when a code change alters what this stage writes: it changes every extract key
+VERSION = 3  # bump when a code change alters what this stage writes: it changes every extract key
 # 2: the subject is tracked in blocks of TRACK_BLOCK frames and items are written as they go (long videos)
+# 3: frames are turned upright by the container's rotation (phone videos), recorded as the `rotation` attribute
 TRACK_BLOCK = 256  # frames the subject tracker resolves at once: 8.5 s at 30 fps, so a 1-3 s clip is one block
 BACKENDS = ("mediapipe", "rtmlib")
 DTYPES = ("float32", "float16")
@@ -153,7 +154,8 @@ def extract_video(source: VideoSource, fingerprint: str, params: ExtractParams, 
         tracker = StreamingSubjectTracker(layout.num_keypoints, layout.body, params.max_jump, block=block)
         writer = _store_call(group_path, lambda: KeypointItemWriter(
             group_path, layout=get_layout(params.layout), fps=info.fps, width=info.width, height=info.height,
-            source_name=Path(path).name, source_path=path, fingerprint=fingerprint, dtype=params.dtype))
+            source_name=Path(path).name, source_path=path, fingerprint=fingerprint, dtype=params.dtype,
+            extra={"rotation": info.rotation}))
         times: list[float] = []  # 8 bytes a frame: kept whole, as timestamps may need rebuilding at the end
         for t, rgb in iter_frames(path):
             resolved = tracker.push(estimator(rgb))
@@ -332,7 +334,7 @@ def run_extract(
         declared = 0
         for source, _ in todo:
             try:
-                declared += probe(source.path).declared_frames
+                declared += declared_frames(source.path)
             except DualnetError:
                 pass  # reported when the item runs
         progress.start(len(todo), declared, len(report.skipped))

@@ -2,8 +2,9 @@
 every later stage treats them as MA-52 treats its clips.
 
 Each source video is decoded once, in order, and every segment of it is written as ``<clip_id>.mp4`` (H.264,
-CRF 17, the source's colour tags kept) under a temporary name, then renamed: a killed run leaves no half clip. A
-re-run skips clips already cut from a source with the same content fingerprint (``cut.json`` records them).
+CRF 17, the source's colour tags and display matrix kept) under a temporary name, then renamed: a killed run
+leaves no half clip. A re-run skips clips already cut from a source with the same content fingerprint (``cut.json``
+records them).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import av
+import numpy as np
+from av.sidedata.sidedata import Type
 
 from pipelines.datasets import Clip
 from pipelines.errors import DualnetError, InputError
@@ -115,6 +118,9 @@ def _open_writer(out_dir: Path, clip_id: str, frame, rate, source_context) -> tu
     stream.options = {"crf": CRF, "preset": "veryfast"}
     for tag in ("color_range", "colorspace", "color_primaries", "color_trc"):
         setattr(stream.codec_context, tag, getattr(source_context, tag))
+    matrix = frame.side_data.get(Type.DISPLAYMATRIX)
+    if matrix is not None:  # a phone video's rotation: the frames are stored as they came, so it still applies
+        stream.set_display_matrix(np.frombuffer(bytes(matrix), dtype=np.int32).tolist())
     return tmp, out, stream
 
 
