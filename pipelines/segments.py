@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -23,6 +24,7 @@ from pipelines.errors import DualnetError, InputError
 from pipelines.hashing import hash_file
 from pipelines.store import write_json_atomic
 
+VERSION = 2  # recorded with each cut clip: 2 = the source's frame rate and rotation kept (1 wrote wrong rates)
 CRF = "17"  # visually lossless for H.264: the cut must not degrade what the pose model and the tubes see
 
 
@@ -49,7 +51,7 @@ def cut_segments(clips: list[Clip], out_dir: str | Path, on_clip=None) -> tuple[
     files, failed = [], {}
     for source, segments in sorted(by_source.items()):
         try:
-            fingerprint = hash_file(source)
+            fingerprint = f"v{VERSION}:{hash_file(source)}"  # clips cut by an older version are cut again
         except OSError as e:
             for clip in segments:
                 failed[clip.clip_id] = str(InputError(source, e.strerror or "cannot be read"))
@@ -91,7 +93,8 @@ def _cut_one(source: Path, segments: list[Clip], out_dir: Path) -> None:
                     if start <= index < end and clip.clip_id in open_writers:
                         _, out, vstream = open_writers[clip.clip_id]
                         image = frame.reformat(width=vstream.width, height=vstream.height, format="yuv420p")
-                        image.pts = None
+                        # frame i of the cut at i / rate s: the source's time base would set the clip's frame rate
+                        image.pts, image.time_base = index - start, Fraction(1) / rate
                         for packet in vstream.encode(image):
                             out.mux(packet)
                     if index == end - 1 and clip.clip_id in open_writers:

@@ -12,7 +12,7 @@ import pytest
 from av.sidedata.sidedata import Type
 
 import dualnet
-from conftest import requires_shared, shortest_clip
+from conftest import OTHER_VIDEOS, requires_shared, shortest_clip
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
 from pipelines.datasets import Clip
 from pipelines.errors import InputError
@@ -174,3 +174,13 @@ def test_an_unusual_orientation_fails_as_one_line(videos, tmp_path, ccw, hflip, 
         assert str(err.value).startswith(str(video)) and problem in str(err.value) and "\n" not in str(err.value)
     report = run_extract([str(video)], Store(tmp_path / "store"))
     assert list(report.failed) == ["odd"] and problem in report.failed["odd"]
+
+
+def test_a_segment_keeps_the_source_frame_rate(tmp_path):
+    """A clip cut from a real 28 fps mp4 whose time base is not 1/fps is 28 fps too (it came out at 1,120)."""
+    source = OTHER_VIDEOS / "mmaction2__demo.mp4"
+    rate = probe(source).fps
+    files, failed = cut_segments([Clip("seg", str(source), "train", start=10, end=38)], tmp_path)
+    assert not failed and probe(files[0]).fps == pytest.approx(rate) and rate == pytest.approx(28.0)
+    times = [t for t, _ in iter_frames(files[0])]
+    assert len(times) == 28 and times[-1] - times[0] == pytest.approx(27 / rate, abs=1e-3)
