@@ -436,11 +436,15 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
     output = store.stage(STAGE, key)
     out_root = Path(out_dir) if out_dir is not None else output.path / "results"
     shard = Shard()
+    upstream = {"extract": extract_report.key}
+    run_dir = predictor.checkpoint.resolve().parent
+    if run_dir.parent == (store.root / "train").resolve():  # a run of this store: `gc` must keep it
+        upstream["train"] = run_dir.name
     with store.lock(shard):
         tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": {"window": params.window,
                                                                             "stride": params.stride},
                               "checkpoint": str(predictor.checkpoint), "model": predictor.fingerprint,
-                              "inputs": {"extract": extract_report.key}}, shard)
+                              "inputs": upstream}, shard)
         store.set_ref(STAGE, key, {"window": params.window, "stride": params.stride})
         output.record_run(shard, [s.name for s in sources])
         for source in sources:

@@ -168,7 +168,7 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
 def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport) -> None:
     import numpy as np
 
-    from pipelines.datasets import item_name, labelled_clips
+    from pipelines.datasets import check_coverage, item_name, labelled_clips
     from pipelines.evaluate import new_report_folder, predict_submission, run_eval
 
     ev = config.get("eval", {})
@@ -191,6 +191,8 @@ def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport
         (out_dir / "run.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
     submission_split = ev.get("submission_split")
     if submission_split:
+        # a submission holds every clip of its split: none may be missing
+        check_coverage(index, submission_split, available, f"{index.name} split {submission_split!r}", limit=0.0)
         test = labelled_clips(index, submission_split, available, unlabelled=True)
         if test is not None:
             ids = {item_name(c): Path(c.source).name for c in index.split(submission_split)}

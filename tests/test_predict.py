@@ -165,6 +165,25 @@ def test_windows_without_a_person_predict_nothing(trained, tmp_path):
     assert abs(summary.loc[NO_SUBJECT, "total_s"] - (pred.duration_s - (end - start))) <= 2 * params.stride
 
 
+def test_gc_keeps_the_training_run_behind_a_cached_prediction(trained, tmp_path):
+    """Issue 18.4: a prediction's manifest names its training run, so `gc` keeps the run (and its checkpoint)
+    when a newer run becomes the current one."""
+    store, checkpoint, _ = trained
+    report = run_predict([str(ma52_clips()[0])], checkpoint, store, PredictParams(window=1.0, stride=0.5),
+                         tmp_path / "out")
+    assert not report.failed
+    manifest = store.stage("predict", report.key).manifest()
+    assert manifest["inputs"]["train"] == checkpoint.parent.name
+    current = store.refs()
+    try:
+        store.set_ref("train", "a-newer-run", {})  # the run behind the prediction is no longer the current one
+        doomed = store.garbage()
+        assert checkpoint.parent not in doomed and store.stage("predict", report.key).path not in doomed
+        assert store.stage("extract", manifest["inputs"]["extract"]).path not in doomed
+    finally:
+        store.set_ref("train", current["train"], {})
+
+
 def test_frames_held_do_not_grow_with_the_video(trained, concatenated, tmp_path):
     from pipelines import predict as predict_module
 

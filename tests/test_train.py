@@ -161,6 +161,15 @@ def test_train_refuses_a_split_with_missing_clips_unless_allowed(ma52_tubes, dem
     assert "split 'val': 6 of 6 clips have cached inputs" in allowed.stdout
 
 
+def test_balanced_sampling_is_refused_under_torchrun(ma52_tubes, demo_csv, tmp_path):
+    """Issue 18.5: under torchrun the DistributedSampler would silently replace `--balance sample`."""
+    cmd = ["train", "--dataset", "csv", "--root", str(demo_csv), "--store", str(ma52_tubes.store.root), "--preset",
+           "tiny", "--epochs", "1", "--balance", "sample"]
+    refused = run_cli(*cmd, env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
+    assert refused.returncode == 2 and "--balance sample cannot be used under torchrun" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_torchrun_two_processes_gloo_gives_a_loadable_checkpoint(ma52_tubes, demo_csv, tmp_path):
     shutil.copytree(ma52_tubes.store.root, tmp_path / "store")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cli",
@@ -241,3 +250,13 @@ def test_ma52_layout_train_eval_and_hidden_label_submission(ma52_tubes, tmp_path
     rows = read_submission(csv_path)
     assert rows["vid"].tolist() == [v.name for v in videos]
     assert rows[[f"body_pred_{i}" for i in range(1, 6)]].to_numpy().max() <= 6
+
+    # Issue 18.3: the real test list (5,586 videos) with only the 6 sample clips cached: a submission missing
+    # 5,586 rows is refused, even with --allow-missing
+    real = (SHARED / "ma52" / "annotations" / "test_list_videos.txt").read_text()
+    assert len(real.splitlines()) == 5586
+    (ann / "test_list_videos.txt").write_text(real.rstrip("\n") + "\n" + "\n".join(f"{v.name} 0" for v in videos))
+    for extra in ([], ["--allow-missing"]):
+        partial = run_cli("eval", *common, "--split", "test", "--submission", *extra)
+        assert partial.returncode == 2, partial.stdout
+        assert "split 'test': 6 of 5592 clips have cached inputs (5586 missing" in partial.stderr
