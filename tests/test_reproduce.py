@@ -60,7 +60,10 @@ def test_make_reproduce_ma52_runs_end_to_end_on_cpu(ma52_store, tmp_path):
     # everything again: each stage finds its work done
     again = run_cli("run", "configs/ma52.toml", "--root", str(root), "--store", str(store), *TINY)
     assert again.returncode == 0, again.stderr
-    assert "0 processed, 6 skipped" in again.stdout and "already trained" in again.stdout
+    lines = {line.split()[0]: line for line in again.stdout.splitlines() if line.strip()}
+    for stage in ("extract", "tubes"):
+        assert "0 processed, 6 skipped, 0 failed" in lines[stage], again.stdout
+    assert "already trained" in lines["train"] and "eval val: top1" in again.stdout
 
 
 def test_imigue_like_segments_are_cut_then_run(ma52_store, tmp_path):
