@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from dualnet.entities import get_entity_set
 from pipelines.errors import InputError
-from pipelines.metrics import coarse_from_fine, evaluate, per_class, write_submission
+from pipelines.metrics import evaluate, per_class, write_submission
 from pipelines.report import plot_confusion, plot_curves, plot_per_class_f1, plot_routing, write_report
 from pipelines.store import Store
 from pipelines.train import LabelledClips, TrainParams, load_checkpoint, make_dataset, predict
@@ -119,19 +119,18 @@ def run_eval(checkpoint: str | Path, tubes: TubeSet, clips: LabelledClips, class
     """Evaluate `checkpoint` on `clips` and write the report into `out_dir`.
 
     Args:
-        fine_to_coarse: Fine -> coarse ids; gives body-level scores (and MA-52's F1_mean) when the model has no
-            coarse head.
+        fine_to_coarse: Fine -> coarse ids (MA-52's body levels): the official body-level metrics and F1_mean, and
+            the submission's body predictions.
         submission_ids: Write the MA-52 submission CSV for these video ids (one per clip, in order).
     """
     checkpoint = Path(checkpoint)
     model, pred, class_notes = _scores(checkpoint, tubes, clips, classes, batch_size)
     scores, labels = pred["scores"], pred["labels"]
-    coarse_scores = pred.get("coarse_scores")
-    if coarse_scores is None and fine_to_coarse is not None:
-        coarse_scores = coarse_from_fine(scores, fine_to_coarse)
     coarse_labels = np.asarray(clips.coarse) if clips.coarse is not None else (
         fine_to_coarse[labels] if fine_to_coarse is not None else None)
-    metrics = evaluate(scores, labels, classes, coarse_scores, coarse_labels)
+    # F1_mean and body_* are the official ones (body levels of the action prediction); a coarse head, if the model
+    # has one, is reported on its own as coarse_*
+    metrics = evaluate(scores, labels, classes, pred.get("coarse_scores"), coarse_labels, fine_to_coarse)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     table = per_class(labels, scores.argmax(1), classes)
@@ -152,9 +151,9 @@ def run_eval(checkpoint: str | Path, tubes: TubeSet, clips: LabelledClips, class
     md, html_path = write_report(out_dir, "Micro-DualNet evaluation", metrics, table, figures, notes)
     submission = None
     if submission_ids is not None:
-        if coarse_scores is None:
-            raise ValueError("the submission needs body-level scores: a coarse head or a fine->coarse mapping")
-        submission = write_submission(out_dir / "prediction.csv", submission_ids, scores, coarse_scores)
+        if fine_to_coarse is None:
+            raise ValueError("the submission needs the dataset's fine->coarse mapping (its body levels)")
+        submission = write_submission(out_dir / "prediction.csv", submission_ids, scores, fine_to_coarse)
     return EvalResult(metrics, md, html_path, submission, class_notes)
 
 
@@ -163,10 +162,7 @@ def predict_submission(checkpoint: str | Path, tubes: TubeSet, clips: LabelledCl
                        ) -> Path:
     """Only the MA-52 submission CSV, for a split whose labels are hidden (`classes`: the dataset's, matched to the
     checkpoint's by name)."""
+    if fine_to_coarse is None:
+        raise ValueError("the submission needs the dataset's fine->coarse mapping (its body levels)")
     _, pred, _ = _scores(Path(checkpoint), tubes, clips, classes, batch_size)
-    coarse = pred.get("coarse_scores")
-    if coarse is None:
-        if fine_to_coarse is None:
-            raise ValueError("the submission needs body-level scores: a coarse head or a fine->coarse mapping")
-        coarse = coarse_from_fine(pred["scores"], fine_to_coarse)
-    return write_submission(out_dir / "prediction.csv", video_ids, pred["scores"], coarse)
+    return write_submission(out_dir / "prediction.csv", video_ids, pred["scores"], fine_to_coarse)

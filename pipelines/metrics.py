@@ -54,53 +54,60 @@ def f1_macro(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float(table["f1"].mean()) if len(table) else 0.0
 
 
-def ma52_f1_mean(fine_labels: np.ndarray, fine_pred: np.ndarray, coarse_labels: np.ndarray,
-                 coarse_pred: np.ndarray) -> float:
-    """MA-52's official F1_mean: the mean of body-level micro-F1, body-level macro-F1, action micro-F1 and action
-    macro-F1."""
-    return float(np.mean([f1_micro(coarse_labels, coarse_pred), f1_macro(coarse_labels, coarse_pred),
+def ma52_f1_mean(fine_labels: np.ndarray, fine_pred: np.ndarray, fine_to_coarse: np.ndarray) -> float:
+    """MA-52's official F1_mean (the official `tools/test.py`): the mean of body-level micro-F1, body-level
+    macro-F1, action micro-F1 and action macro-F1, where the body-level prediction is the body level of the action
+    prediction (fine -> coarse of the top-1 action), never a separate body classifier's."""
+    body_labels, body_pred = fine_to_coarse[fine_labels], fine_to_coarse[fine_pred]
+    return float(np.mean([f1_micro(body_labels, body_pred), f1_macro(body_labels, body_pred),
                           f1_micro(fine_labels, fine_pred), f1_macro(fine_labels, fine_pred)]))
 
 
-def coarse_from_fine(scores: np.ndarray, fine_to_coarse: np.ndarray) -> np.ndarray:
-    """Coarse-class scores from fine-class scores: each coarse class takes its best fine class. (N, C) -> (N, C2)."""
-    n_coarse = int(fine_to_coarse.max()) + 1
-    out = np.full((scores.shape[0], n_coarse), -np.inf)
-    for fine, coarse in enumerate(fine_to_coarse):
-        out[:, coarse] = np.maximum(out[:, coarse], scores[:, fine])
-    return out
-
-
 def evaluate(scores: np.ndarray, labels: np.ndarray, classes: list[str] | None = None,
-             coarse_scores: np.ndarray | None = None, coarse_labels: np.ndarray | None = None) -> dict[str, float]:
-    """Every headline metric, as fractions in [0, 1].
+             coarse_scores: np.ndarray | None = None, coarse_labels: np.ndarray | None = None,
+             fine_to_coarse: np.ndarray | None = None) -> dict[str, float]:
+    """Every headline metric, as fractions in [0, 1]. scores (N, C), labels (N,).
 
-    Keys: top1, top5, f1_micro, f1_macro, and with coarse labels coarse_top1, coarse_top5, coarse_f1_micro,
-    coarse_f1_macro and f1_mean (MA-52's).
+    Keys: top1, top5, f1_micro, f1_macro; with `fine_to_coarse` (MA-52) the official body-level metrics, body
+    levels taken from the action prediction: body_top1, body_f1_micro, body_f1_macro, and f1_mean; with
+    `coarse_scores` (a coarse head's) and `coarse_labels`: coarse_top1, coarse_top5, coarse_f1_micro,
+    coarse_f1_macro, reported on their own (they never feed f1_mean).
     """
     pred = scores.argmax(axis=1)
     out = {"top1": topk_accuracy(scores, labels, 1), "top5": topk_accuracy(scores, labels, min(5, scores.shape[1])),
            "f1_micro": f1_micro(labels, pred), "f1_macro": f1_macro(labels, pred)}
+    if fine_to_coarse is not None:
+        body_labels, body_pred = fine_to_coarse[labels], fine_to_coarse[pred]
+        out.update({"body_top1": float((body_labels == body_pred).mean()) if len(labels) else 0.0,
+                    "body_f1_micro": f1_micro(body_labels, body_pred),
+                    "body_f1_macro": f1_macro(body_labels, body_pred),
+                    "f1_mean": ma52_f1_mean(labels, pred, fine_to_coarse)})
     if coarse_scores is not None and coarse_labels is not None:
         cpred = coarse_scores.argmax(axis=1)
         out.update({"coarse_top1": topk_accuracy(coarse_scores, coarse_labels, 1),
                     "coarse_top5": topk_accuracy(coarse_scores, coarse_labels, min(5, coarse_scores.shape[1])),
                     "coarse_f1_micro": f1_micro(coarse_labels, cpred),
-                    "coarse_f1_macro": f1_macro(coarse_labels, cpred),
-                    "f1_mean": ma52_f1_mean(labels, pred, coarse_labels, cpred)})
+                    "coarse_f1_macro": f1_macro(coarse_labels, cpred)})
     return out
 
 
-def write_submission(path: str | Path, video_ids: list[str], scores: np.ndarray, coarse_scores: np.ndarray) -> Path:
-    """The MA-52 test-server CSV: ``vid,action_pred_1..5,body_pred_1..5``, one row per video in the given order.
+def submission_predictions(scores: np.ndarray, fine_to_coarse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(action_pred (N, 5), body_pred (N, 5)) as the MA-52 server reads them: the 5 best actions by score, and
+    each one's body level (``body_pred_i`` = fine -> coarse of ``action_pred_i``, as the official evaluation
+    derives body levels). Equal scores rank the lower class id first."""
+    action = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    return action, fine_to_coarse[action]
+
+
+def write_submission(path: str | Path, video_ids: list[str], scores: np.ndarray, fine_to_coarse: np.ndarray
+                     ) -> Path:
+    """The MA-52 test-server CSV: ``vid,action_pred_1..5,body_pred_1..5``, one row per video in the given order
+    (see `submission_predictions`).
 
     `video_ids` are written as given (the server expects the list's names, e.g. ``test0000.mp4``).
     """
     path = Path(path)
-    fine = np.argsort(-scores, axis=1, kind="stable")[:, :5]
-    coarse = np.argsort(-coarse_scores, axis=1, kind="stable")[:, :5]
-    if coarse.shape[1] < 5:  # fewer than 5 body levels cannot happen on MA-52 (7), but keep the format valid
-        coarse = np.pad(coarse, ((0, 0), (0, 5 - coarse.shape[1])), mode="edge")
+    fine, coarse = submission_predictions(scores, np.asarray(fine_to_coarse))
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
