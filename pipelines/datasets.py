@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipelines.errors import InputError
 from pipelines.hashing import stable_hash
+from pipelines.store import safe_name
 
 
 @dataclass(frozen=True)
@@ -338,8 +339,8 @@ def item_name(clip: Clip) -> str:
     """The store item (keypoints, tubes) of a clip: its video's stem, or its id for a segment cut from a longer
     video (`dualnet run` cuts those into their own files first)."""
     if clip.start is not None or clip.end is not None:
-        return clip.clip_id
-    return Path(clip.source).stem
+        return safe_name(clip.clip_id)
+    return safe_name(Path(clip.source).stem)
 
 
 def require_classes(index: ClipIndex, split: str, where: str | Path) -> None:

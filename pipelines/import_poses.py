@@ -25,7 +25,7 @@ from pipelines.kill_points import kill_point
 from pipelines.store import MAX_ITEM_NAME, Shard, Store, safe_name
 
 STAGE = "import"
-VERSION = 1
+VERSION = 2  # 2: clip names with characters outside [A-Za-z0-9._-] carry a hash (store.safe_name)
 FORMATS = ("openpose", "pyskl", "jhmdb", "miga")
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 
 from pipelines.errors import StoreError
-from pipelines.integrity import array_options, missing
+from pipelines.integrity import array_options, is_checksum_error, missing
 from pipelines.keypoint_format import item_attributes, item_fingerprint
 from pipelines.kill_points import kill_point
 from pipelines.store import PACK_PREFIX, StageOutput, safe_name
@@ -271,6 +271,8 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
     sources: list[tuple[str, PackedItem | None, dict]] = []  # (name, packed copy or None when loose, attributes)
     for name in sorted(wanted):
         attrs = index.attributes(name) if owns(name) else None
+        if attrs is not None and missing(output.item_path(name), KEYPOINT_ARRAYS) is not None:
+            continue  # damaged: it stays loose (and not done), so the next run of its stage redoes it
         if attrs is not None and 0 < int(attrs.get("num_frames", 0)) < min(long_frames, pack_frames):
             sources.append((name, None, attrs))
     retired = [pack for pack in index.packs if not index.live(pack)]  # every item superseded: removed at the end
@@ -297,7 +299,14 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
         written += 1
 
     for name, packed, attrs in sources:
-        arrays = _read_packed(output, packed, groups) if packed else _read_loose(output, name)
+        try:
+            arrays = _read_packed(output, packed, groups) if packed else _read_loose(output, name)
+        except ValueError as e:
+            if not is_checksum_error(e):
+                raise
+            where = output.items_dir / (packed.pack if packed else name)
+            raise StoreError(f"{where}: damaged (a chunk fails its checksum); run `dualnet verify --repair`, then "
+                             "re-run the stage to redo its items") from None
         t, v = arrays[0].shape[:2]
         if builder is not None and (len(builder) >= pack_items or not builder.fits(attrs["layout"], v,
                                                                                      arrays[0].dtype, t)):

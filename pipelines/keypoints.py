@@ -96,6 +96,8 @@ class KeypointSet:
                     return self._packs[entry.pack], entry.offset, entry.num_frames, dict(entry.attrs)
                 if safe_name(name) in self.index.loose:
                     path = self.output.item_path(name)
+                    if not path.is_dir():
+                        raise FileNotFoundError(path)  # packed by a writer since the index was read: refresh
                     problem = missing(path, KEYPOINT_ARRAYS)
                     if problem is not None:
                         raise StoreError(f"{path}: damaged, {problem}; re-run the stage that wrote it to redo it")
@@ -110,6 +112,17 @@ class KeypointSet:
         if damage is not None:
             raise StoreError(f"{damage}; re-run the stage that wrote it to redo its items")
         raise StoreError(f"{self.output.path}: no keypoints for video {name!r}")
+
+    def detected(self, name: str) -> np.ndarray:
+        """(T,) whether the subject was found in each frame of one video (reads only that array)."""
+        arrays, offset, total, _ = self._arrays(name)
+        try:
+            return arrays["detected"][offset:offset + total]
+        except ValueError as e:
+            if not is_checksum_error(e):
+                raise
+            raise StoreError(f"{self.output.path}: keypoints of {name!r} are damaged (a chunk fails its checksum); "
+                             "`dualnet verify --repair` removes them, then re-run the stage to redo them") from None
 
     def load(self, name: str, start: int | None = None, end: int | None = None) -> VideoKeypoints:
         """Arrays and metadata of one video, or of frames [start, end) of it (a clip cut from a long recording).

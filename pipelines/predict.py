@@ -38,7 +38,7 @@ from pipelines.extract import ExtractParams, run_extract
 from pipelines.hashing import hash_file, stable_hash
 from pipelines.keypoints import KeypointSet
 from pipelines.sources import resolve_sources
-from pipelines.store import Shard, Store, write_file_atomic, write_json_atomic
+from pipelines.store import Shard, Store, safe_name, write_file_atomic, write_json_atomic
 from pipelines.train import load_checkpoint, segment_indices
 from pipelines.tubes import TubeParams
 from pipelines.video import iter_frames
@@ -243,7 +243,7 @@ def score_windows(predictor: Predictor, video: Path, keypoints: KeypointSet, nam
         run_batch()
     spans = window_spans(windows, n, fps)
     scores = np.concatenate(probs) if probs else np.zeros((0, len(predictor.classes)), np.float32)
-    detected = keypoints.load(name).detected  # (n,)
+    detected = keypoints.detected(name)  # (n,)
     table = pd.DataFrame({"window": np.arange(len(windows)), "start_frame": [w.start for w in windows],
                           "end_frame": [w.end for w in windows], "start_s": spans[:, 0], "end_s": spans[:, 1],
                           "subject": [float(detected[w.start:w.end].mean()) if w.end > w.start else 0.0
@@ -326,7 +326,7 @@ def read_people(path: str | Path) -> pd.DataFrame:
     if missing:
         raise InputError(path, f"people CSV lacks column(s) {', '.join(sorted(missing))} (needs video, person"
                                "[, group])")
-    people["video"] = people["video"].map(lambda v: Path(v).stem)
+    people["video"] = people["video"].map(lambda v: safe_name(Path(v).stem))  # as videos are named in the store
     return people
 
 

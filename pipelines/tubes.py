@@ -41,7 +41,7 @@ from pipelines.store import Shard, StageOutput, Store
 from pipelines.video import iter_frames
 
 STAGE = "tubes"
-VERSION = 1
+VERSION = 2  # 2: frames upright by the video's rotation (video.iter_frames)
 ARRAYS = ("tubes", "frames", "boxes", "visible", "padding", "keypoints", "frame_index")
 LARGE = ("tubes", "frames", "keypoints")  # read per clip (one chunk each)
 SMALL = ("boxes", "visible", "padding", "frame_index")  # ~2 KB a clip: read whole once per pack, kept in memory
@@ -320,7 +320,13 @@ class TubeSet:
         if pack not in self._packs:  # opened once per pack; its small arrays read whole, once (each read of
             # a small array costs ~3 ms of zarr overhead, more than its data)
             group = zarr.open_group(self.output.items_dir / pack, mode="r")
-            small = dict(zip(SMALL, sync(_gather([group[a] for a in SMALL], slice(None))), strict=True))
+            try:
+                small = dict(zip(SMALL, sync(_gather([group[a] for a in SMALL], slice(None))), strict=True))
+            except ValueError as e:
+                if not is_checksum_error(e):
+                    raise
+                raise StoreError(f"{self.output.items_dir / pack}: damaged (a chunk fails its checksum); "
+                                 "`dualnet verify --repair` removes the pack, then re-run `dualnet tubes`") from None
             self._packs[pack] = ({a: group[a] for a in LARGE}, small, list(group.attrs["clips"]))
         large, small, clips = self._packs[pack]
         return large, small, row, clips[row]
