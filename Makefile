@@ -38,7 +38,7 @@ demo: $(STAMP)
 		--epochs 10 --batch-size 3 --lr 0.003 && \
 	$(VENV)/bin/dualnet eval --dataset csv --root $(STORE)/demo/clips.csv --store $(STORE) && \
 	$(VENV)/bin/dualnet status --store $(STORE) && \
-	$(PY) -m pipelines.demo_summary --store $(STORE)
+	$(PY) -m cli.demo_summary --store $(STORE)
 
 bench: $(STAMP)
 	$(PY) bench/bench_extract.py --out bench/results/extract.json

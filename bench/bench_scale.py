@@ -49,14 +49,14 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
 
 def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
     """Write the N-clip store; returns fill timings."""
-    from pipelines.extract import VERSION as EXTRACT_VERSION
-    from pipelines.extract import ExtractParams
-    from pipelines.extract import stage_key as extract_key
-    from pipelines.keypoint_packs import PackWriter
-    from pipelines.keypoints import KeypointSet
+    from pipelines.formats.keypoint_packs import PackWriter
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.stages.extract import VERSION as EXTRACT_VERSION
+    from pipelines.stages.extract import ExtractParams
+    from pipelines.stages.extract import stage_key as extract_key
+    from pipelines.stages.tubes import VERSION as TUBES_VERSION
+    from pipelines.stages.tubes import ClipTubes, TubePack, TubeParams, TubeSet, _new_pack_name, stage_key, write_pack
     from pipelines.store import Shard, Store
-    from pipelines.tubes import VERSION as TUBES_VERSION
-    from pipelines.tubes import ClipTubes, TubePack, TubeParams, TubeSet, _new_pack_name, stage_key, write_pack
 
     store_root.mkdir(parents=True, exist_ok=True)  # (the fingerprint cache lives in an existing store)
     store = Store(store_root)
@@ -140,8 +140,8 @@ def read_rate(store_root: Path, names: list[str], workers: int) -> float:
     from torch.utils.data import DataLoader
 
     import dualnet
-    from pipelines.train import ClipDataset, LabelledClips, TrainParams
-    from pipelines.tubes import TubeSet
+    from pipelines.stages.train import ClipDataset, LabelledClips, TrainParams
+    from pipelines.stages.tubes import TubeSet
 
     clips = LabelledClips(tuple(names), tuple(0 for _ in names))
     dataset = ClipDataset(TubeSet(store_root), clips, dualnet.preset("paper", num_classes=52), TrainParams(), True)
@@ -159,8 +159,8 @@ def augment_rate_cpu(store_root: Path, names: list[str]) -> float:
     from torch.utils.data import default_collate
 
     import dualnet
-    from pipelines.train import ClipDataset, LabelledClips, TrainParams, augment
-    from pipelines.tubes import TubeSet
+    from pipelines.stages.train import ClipDataset, LabelledClips, TrainParams, augment
+    from pipelines.stages.tubes import TubeSet
 
     clips = LabelledClips(tuple(names), tuple(0 for _ in names))
     dataset = ClipDataset(TubeSet(store_root), clips, dualnet.preset("paper", num_classes=52), TrainParams(), True)
@@ -201,11 +201,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
     args = parser.parse_args()
 
-    from pipelines.extract import run_extract
-    from pipelines.keypoints import KeypointSet
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.stages.extract import run_extract
+    from pipelines.stages.train import LabelledClips, TrainParams, run_key
+    from pipelines.stages.tubes import TubeSet, count_files, run_tubes
     from pipelines.store import Store
-    from pipelines.train import LabelledClips, TrainParams, run_key
-    from pipelines.tubes import TubeSet, count_files, run_tubes
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale_"))
     store_root, templates = work / "store", work / "templates"

@@ -12,10 +12,10 @@ import torch
 
 import dualnet
 from conftest import run_cli
-from pipelines.export import compare_onnx, example_inputs, export_onnx
-from pipelines.keypoints import KeypointSet
-from pipelines.train import LabelledClips, TrainParams, load_model, train
-from pipelines.tubes import TubeParams, TubeSet
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.stages.export import compare_onnx, example_inputs, export_onnx
+from pipelines.stages.train import LabelledClips, TrainParams, load_model, train
+from pipelines.stages.tubes import TubeParams, TubeSet
 
 
 @pytest.fixture(scope="module")

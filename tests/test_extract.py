@@ -14,10 +14,10 @@ import pytest
 from conftest import MA52_VIDEOS, OTHER_VIDEOS, REPO, ma52_clips, requires_shared, run_cli, shortest_clip
 from helpers import assert_same_keypoints
 from pipelines.errors import StoreLockedError
-from pipelines.extract import ExtractParams, run_extract, stage_key
-from pipelines.keypoints import KeypointSet
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.pose.subject import body_box
+from pipelines.stages.extract import ExtractParams, run_extract, stage_key
 from pipelines.store import Store, safe_name
-from pipelines.subject import body_box
 
 pytestmark = requires_shared
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, requires_shared
-from pipelines import metrics
 from pipelines.errors import InputError
+from pipelines.report import metrics
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn (a dev dependency) checks the metrics")
 FINE_TO_COARSE = np.array([0] * 5 + [1] * 6 + [2] * 13 + [3] * 8 + [4] * 6 + [5] * 10 + [6] * 4)  # MA-52's

@@ -13,7 +13,7 @@ import pytest
 import dualnet
 from conftest import ma52_clips, requires_shared, run_cli
 from pipelines.errors import InputError
-from pipelines.predict import (
+from pipelines.stages.predict import (
     MIN_SUBJECT,
     NO_SUBJECT,
     PredictParams,
@@ -24,9 +24,9 @@ from pipelines.predict import (
     summarize_people,
     window_spans,
 )
+from pipelines.stages.train import LabelledClips, TrainParams, train
+from pipelines.stages.tubes import TubeParams, TubeSet, run_tubes
 from pipelines.store import Store
-from pipelines.train import LabelledClips, TrainParams, train
-from pipelines.tubes import TubeParams, TubeSet, run_tubes
 
 pytestmark = requires_shared
 
@@ -166,7 +166,7 @@ def test_windows_without_a_person_predict_nothing(trained, tmp_path):
 
 
 def test_frames_held_do_not_grow_with_the_video(trained, concatenated, tmp_path):
-    from pipelines import predict as predict_module
+    from pipelines.stages import predict as predict_module
 
     store, checkpoint, _ = trained
     video, _ = concatenated

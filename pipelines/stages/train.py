@@ -30,9 +30,9 @@ from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_clip, jit
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.hashing import stable_hash
 from pipelines.kill_points import kill_point
-from pipelines.metrics import evaluate
+from pipelines.report.metrics import evaluate
+from pipelines.stages.tubes import TubeSet
 from pipelines.store import Shard, Store, write_file_atomic, write_json_atomic
-from pipelines.tubes import TubeSet
 
 STAGE = "train"
 VERSION = 2  # 2: crop and colour jitter run batched on the training device (crop jitter by grid_sample)

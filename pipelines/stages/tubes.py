@@ -31,14 +31,14 @@ from zarr.core.sync import sync
 
 from dualnet.entities import entity_boxes, get_entity_set
 from dualnet.layouts import get_layout
-from pipelines.crops import crop_boxes, letterbox, sample_indices
+from pipelines.data.crops import crop_boxes, letterbox, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
+from pipelines.formats.keypoints import KeypointSet
 from pipelines.hashing import stable_hash
-from pipelines.integrity import array_options, is_checksum_error, missing
-from pipelines.keypoints import KeypointSet
+from pipelines.io.video import iter_frames
 from pipelines.kill_points import kill_point
 from pipelines.store import Shard, StageOutput, Store
-from pipelines.video import iter_frames
+from pipelines.store.integrity import array_options, is_checksum_error, missing
 
 STAGE = "tubes"
 VERSION = 1

@@ -32,16 +32,16 @@ import torch
 from dualnet.entities import entity_boxes, get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
-from pipelines.crops import crop_boxes, letterbox, sample_indices
+from pipelines.data.crops import crop_boxes, letterbox, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
-from pipelines.extract import ExtractParams, run_extract
+from pipelines.formats.keypoints import KeypointSet
 from pipelines.hashing import hash_file, stable_hash
-from pipelines.keypoints import KeypointSet
-from pipelines.sources import resolve_sources
+from pipelines.io.sources import resolve_sources
+from pipelines.io.video import iter_frames
+from pipelines.stages.extract import ExtractParams, run_extract
+from pipelines.stages.train import load_checkpoint, segment_indices
+from pipelines.stages.tubes import TubeParams
 from pipelines.store import Shard, Store, write_file_atomic, write_json_atomic
-from pipelines.train import load_checkpoint, segment_indices
-from pipelines.tubes import TubeParams
-from pipelines.video import iter_frames
 
 STAGE = "predict"
 VERSION = 2  # 2: windows record the share of frames with the subject (`subject`)

@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader
 
 from dualnet.entities import get_entity_set
 from pipelines.errors import InputError
-from pipelines.metrics import coarse_from_fine, evaluate, per_class, write_submission
-from pipelines.report import plot_confusion, plot_curves, plot_per_class_f1, plot_routing, write_report
+from pipelines.report.figures import plot_confusion, plot_curves, plot_per_class_f1, plot_routing, write_report
+from pipelines.report.metrics import coarse_from_fine, evaluate, per_class, write_submission
+from pipelines.stages.train import LabelledClips, TrainParams, load_checkpoint, make_dataset, predict
+from pipelines.stages.tubes import TubeSet
 from pipelines.store import Store
-from pipelines.train import LabelledClips, TrainParams, load_checkpoint, make_dataset, predict
-from pipelines.tubes import TubeSet
 
 
 def match_classes(checkpoint: Path, trained: list[str] | None, dataset: list[str], num_outputs: int

@@ -21,14 +21,14 @@ from pathlib import Path
 
 from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError, StoreError
+from pipelines.formats.keypoint_items import KeypointItemWriter
+from pipelines.formats.keypoint_packs import Compactor, KeypointIndex
 from pipelines.hashing import stable_hash
-from pipelines.keypoint_format import KeypointItemWriter
-from pipelines.keypoint_packs import Compactor, KeypointIndex
+from pipelines.io.sources import VideoSource, resolve_sources
+from pipelines.io.video import declared_frames, iter_frames, probe, regular_timestamps
 from pipelines.kill_points import kill_point
-from pipelines.sources import VideoSource, resolve_sources
+from pipelines.pose.subject import StreamingSubjectTracker
 from pipelines.store import MAX_ITEM_NAME, Shard, StageOutput, Store
-from pipelines.subject import StreamingSubjectTracker
-from pipelines.video import declared_frames, iter_frames, probe, regular_timestamps
 
 STAGE = "extract"
 VERSION = 3  # bump when a code change alters what this stage writes: it changes every extract key
@@ -121,7 +121,7 @@ class ExtractReport:
 def make_estimator(params: ExtractParams, models_dir: Path | None = None):
     """The pose estimator `params` names; rtmlib models given as URLs are fetched once into `models_dir`."""
     if params.backend == "rtmlib":
-        from pipelines.models import resolve_model
+        from pipelines.io.downloads import resolve_model
         from pipelines.pose import rtmlib_wholebody as rtm
 
         models_dir = models_dir if models_dir is not None else Path("cache") / "models"

@@ -17,11 +17,11 @@ import numpy as np
 
 from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError
+from pipelines.formats.keypoint_items import item_attrs
+from pipelines.formats.keypoint_packs import KeypointIndex, PackWriter
 from pipelines.hashing import FingerprintCache, stable_hash
-from pipelines.importers import ImportedClip
-from pipelines.keypoint_format import item_attrs
-from pipelines.keypoint_packs import KeypointIndex, PackWriter
 from pipelines.kill_points import kill_point
+from pipelines.pose.importers import ImportedClip
 from pipelines.store import MAX_ITEM_NAME, Shard, Store, safe_name
 
 STAGE = "import"
@@ -71,7 +71,7 @@ def _sources(source: Path, params: ImportParams, fingerprints: FingerprintCache
              ) -> Iterable[tuple[str, str, object]]:
     """(fingerprint, source path, loader) per unit of input: a pickle file, or one OpenPose clip folder."""
     if params.format == "openpose":
-        from pipelines.importers.openpose_json import clip_folders
+        from pipelines.pose.importers.openpose_json import clip_folders
 
         for folder in clip_folders(source):
             files = sorted(folder.glob("*.json"))
@@ -91,15 +91,15 @@ def _sources(source: Path, params: ImportParams, fingerprints: FingerprintCache
 
 def _read(unit: Path, params: ImportParams) -> list[ImportedClip]:
     if params.format == "openpose":
-        from pipelines.importers.openpose_json import read_clip
+        from pipelines.pose.importers.openpose_json import read_clip
 
         return [read_clip(unit, params.fps)]
-    from pipelines.importers.pyskl_pickle import read_jhmdb, read_pyskl
+    from pipelines.pose.importers.pyskl_pickle import read_jhmdb, read_pyskl
 
     if params.format == "jhmdb":
         return read_jhmdb(unit, params.fps)
     if params.format == "miga":
-        from pipelines.importers.miga_arrays import read_miga
+        from pipelines.pose.importers.miga_arrays import read_miga
 
         return read_miga(unit, Path(params.labels), get_layout(params.layout), params.fps)
     return read_pyskl(unit, get_layout(params.layout), params.fps)

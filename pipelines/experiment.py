@@ -61,7 +61,7 @@ class RunReport:
 
 
 def _index(config: dict, root: Path):
-    from pipelines.datasets import imigue, load_index
+    from pipelines.data.datasets import imigue, load_index
 
     ds = config.get("dataset", {})
     name = ds.get("name")
@@ -82,7 +82,7 @@ def _clip_videos(config: dict, root: Path, store: Path, index) -> tuple[list[str
     segmented = [c for c in index.clips if c.start is not None or c.end is not None]
     if not segmented:
         return sorted({c.source for c in index.clips}), []
-    from pipelines.segments import cut_segments
+    from pipelines.stages.cut import cut_segments
 
     files, failed = cut_segments(segmented, store / "clips" / index.name)
     lines = [f"cut: {len(files)} segment clip(s) in {store / 'clips' / index.name}, {len(failed)} failed"]
@@ -94,12 +94,12 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
                workers: int = 0) -> RunReport:
     """Run `stages` (default: all) of the experiment `config` describes on the dataset at `root`."""
     import dualnet
-    from pipelines.datasets import check_coverage, labelled_clips
-    from pipelines.extract import ExtractParams, run_extract
-    from pipelines.keypoints import KeypointSet
+    from pipelines.data.datasets import check_coverage, labelled_clips
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.stages.extract import ExtractParams, run_extract
+    from pipelines.stages.train import TrainParams, train
+    from pipelines.stages.tubes import TubeParams, TubeSet, run_tubes
     from pipelines.store import Store
-    from pipelines.train import TrainParams, train
-    from pipelines.tubes import TubeParams, TubeSet, run_tubes
 
     root, store_path = Path(root), Path(store)
     stages = list(stages or STAGES)
@@ -156,7 +156,7 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
             report.lines.append(f"train {result.key}: {verb} -> {result.run_dir}")
         run_dir = result.run_dir if result is not None else None
         if run_dir is None:
-            from pipelines.train import run_key
+            from pipelines.stages.train import run_key
 
             run_dir = st.stage("train", run_key(model, params, tubes, train_clips, val_clips)).path
         report.checkpoint = run_dir / ("best.pt" if (run_dir / "best.pt").exists() else "last.pt")
@@ -168,8 +168,8 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
 def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport) -> None:
     import numpy as np
 
-    from pipelines.datasets import item_name, labelled_clips
-    from pipelines.evaluate import new_report_folder, predict_submission, run_eval
+    from pipelines.data.datasets import item_name, labelled_clips
+    from pipelines.stages.evaluate import new_report_folder, predict_submission, run_eval
 
     ev = config.get("eval", {})
     checkpoint = report.checkpoint

@@ -1,6 +1,6 @@
 """Loading cached keypoints: as numpy arrays for the model, as pandas DataFrames for analysis.
 
-    >>> from pipelines.keypoints import KeypointSet
+    >>> from pipelines.formats.keypoints import KeypointSet
     >>> kps = KeypointSet("cache")              # the outputs of `dualnet extract` with default parameters
     >>> kps.names()                             # the videos in the store
     >>> clip = kps.load("B1_nodding__0019_02_0078")
@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from pipelines import extract, import_poses
 from pipelines.errors import StoreError
-from pipelines.extract import ExtractParams
-from pipelines.import_poses import ImportParams
-from pipelines.integrity import is_checksum_error, missing
-from pipelines.keypoint_packs import KEYPOINT_ARRAYS, KeypointIndex
+from pipelines.formats.keypoint_packs import KEYPOINT_ARRAYS, KeypointIndex
+from pipelines.stages import extract, import_poses
+from pipelines.stages.extract import ExtractParams
+from pipelines.stages.import_poses import ImportParams
 from pipelines.store import StageOutput, Store, safe_name
+from pipelines.store.integrity import is_checksum_error, missing
 
 KEYPOINT_STAGES = (extract.STAGE, import_poses.STAGE)
 
@@ -142,7 +142,7 @@ class KeypointSet:
         )
 
     def load_clip(self, clip) -> VideoKeypoints:
-        """The keypoints of a dataset clip (`pipelines.datasets.Clip`): its source item, cut to its frame range."""
+        """The keypoints of a dataset clip (`pipelines.data.datasets.Clip`): its source item, cut to its frame range."""
         return self.load(Path(clip.source).stem, clip.start, clip.end)
 
     def dataframe(self, names: list[str] | str | None = None) -> pd.DataFrame:
