@@ -29,9 +29,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipelines.formats.keypoints import KeypointSet
+    from pipelines.formats.tube_packs import TubeSet, count_files
     from pipelines.io.video import iter_frames
     from pipelines.stages.extract import run_extract
-    from pipelines.stages.tubes import TubeSet, count_files, run_tubes
+    from pipelines.stages.tubes import run_tubes
 
     work = Path(tempfile.mkdtemp(prefix="bench_tubes_"))
     try:

@@ -93,7 +93,8 @@ def extract(
     pose_model: Annotated[str, typer.Option(help="rtmlib: pose ONNX path or URL (default: rtmlib's RTMW-x).")] = "",
 ) -> None:
     """Pose extraction: keypoints of the main subject in every frame, one zarr group per video."""
-    from pipelines.stages.extract import ExtractParams, run_extract
+    from pipelines.formats.params import ExtractParams
+    from pipelines.stages.extract import run_extract
 
     try:
         params = ExtractParams(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
@@ -133,7 +134,7 @@ def _status_table(title: str | None = None) -> Table:
 def _shown_params(summary: StageSummary) -> dict:
     """The parameters of a stage output that matter for it (an extract run: those of its backend only)."""
     if summary.stage == "extract":
-        from pipelines.stages.extract import backend_params
+        from pipelines.formats.params import backend_params
 
         return backend_params(summary.params)
     return summary.params
@@ -230,7 +231,8 @@ def import_(
     dtype: Annotated[str, typer.Option(help="Stored keypoint dtype: float32 or float16.")] = "float32",
 ) -> None:
     """Import keypoints from OpenPose JSON, pyskl/mmaction or JHMDB pickles, or MiGA arrays into the store."""
-    from pipelines.stages.import_poses import ImportParams, run_import
+    from pipelines.formats.params import ImportParams
+    from pipelines.stages.import_poses import run_import
 
     try:
         params = ImportParams(format=fmt, layout=layout, labels=labels, fps=fps, dtype=dtype)
@@ -330,7 +332,8 @@ def tubes(
                          ] = 128,
 ) -> None:
     """Entity crop tubes: keypoint-guided body-part crops over sampled frames, cached in sharded zarr packs."""
-    from pipelines.stages.tubes import TubeParams, run_tubes
+    from pipelines.formats.params import TubeParams
+    from pipelines.stages.tubes import run_tubes
 
     try:
         params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set,
@@ -361,8 +364,9 @@ def show(
     keypoints_key: Annotated[str | None, typer.Option(help="Keypoint output the tubes were cut from.")] = None,
 ) -> None:
     """A PNG of one clip: sampled frames with skeleton and entity boxes, and the K tubes across time."""
+    from pipelines.formats.params import TubeParams
+    from pipelines.formats.tube_packs import TubeSet
     from pipelines.report.show import render_clip
-    from pipelines.stages.tubes import TubeParams, TubeSet
 
     try:
         params = TubeParams(frames=frames, size=size, entity_set=entity_set)
@@ -440,9 +444,9 @@ def train(
     """Train Micro-DualNet on cached tubes (resumes a killed run; a finished run is reused, not redone)."""
     import dualnet
     from pipelines.data.datasets import check_coverage, require_classes
-    from pipelines.stages.train import TrainParams
+    from pipelines.formats.params import TrainParams, TubeParams
+    from pipelines.formats.tube_packs import TubeSet
     from pipelines.stages.train import train as run_train
-    from pipelines.stages.tubes import TubeParams, TubeSet
 
     try:
         index = _load_index(dataset, root, protocol, 1)
@@ -494,8 +498,10 @@ def eval_(
     """Evaluate a trained model: metrics (Top-1/5, F1, MA-52's F1_mean), per-class table, report, submission CSV."""
     import numpy as np
 
-    from pipelines.stages.evaluate import latest_checkpoint, new_report_folder, run_eval
-    from pipelines.stages.tubes import TubeParams, TubeSet
+    from pipelines.formats.checkpoints import latest_checkpoint
+    from pipelines.formats.params import TubeParams
+    from pipelines.formats.tube_packs import TubeSet
+    from pipelines.stages.evaluate import new_report_folder, run_eval
 
     try:
         st = Store(store).require()
@@ -586,7 +592,8 @@ def predict(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
 ) -> None:
     """Micro-action timelines of long videos: pose -> sliding windows -> model -> segments and per-video summary."""
-    from pipelines.stages.predict import PredictParams, run_predict
+    from pipelines.experiment import run_predict
+    from pipelines.stages.predict import PredictParams
 
     try:
         params = PredictParams(window=window, stride=stride, min_score=min_score, top_k=top_k,

@@ -9,6 +9,9 @@ Tables: ``[dataset]`` (name, protocol, lists/CSV relative to the dataset root, w
 Stages in order: ``cut`` (segments of long videos into clip files; datasets whose clips are frame ranges),
 ``extract``, ``tubes``, ``train``, ``eval``. ``train`` alone may run under torchrun (several GPUs); the other stages
 are single-process and must not.
+
+This module is the one place that chains stages (a stage never imports another): ``run_predict`` gives the
+``predict`` stage the ``extract`` stage it runs first.
 """
 
 from __future__ import annotations
@@ -18,8 +21,13 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.errors import InputError
+
+if TYPE_CHECKING:
+    from pipelines.stages.predict import PredictParams, PredictProgress, PredictReport
+    from pipelines.store import Store
 
 STAGES = ("cut", "extract", "tubes", "train", "eval")
 
@@ -96,9 +104,11 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
     import dualnet
     from pipelines.data.datasets import check_coverage, labelled_clips
     from pipelines.formats.keypoints import KeypointSet
-    from pipelines.stages.extract import ExtractParams, run_extract
-    from pipelines.stages.train import TrainParams, train
-    from pipelines.stages.tubes import TubeParams, TubeSet, run_tubes
+    from pipelines.formats.params import ExtractParams, TrainParams, TubeParams
+    from pipelines.formats.tube_packs import TubeSet
+    from pipelines.stages.extract import run_extract
+    from pipelines.stages.train import train
+    from pipelines.stages.tubes import run_tubes
     from pipelines.store import Store
 
     root, store_path = Path(root), Path(store)
@@ -199,3 +209,16 @@ def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport
                                                    new_report_folder(checkpoint.parent, submission_split),
                                                    classes=index.classes)
             report.lines.append(f"submission ({submission_split}, {len(test.names)} clips) -> {report.submission}")
+
+
+def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | Path | None = None,
+                params: PredictParams | None = None, out_dir: str | Path | None = None,
+                people: str | Path | None = None, plot: bool = True, device: str = "cpu",
+                progress: PredictProgress | None = None, extract_progress=None) -> PredictReport:
+    """`dualnet predict`: the `predict` stage (`pipelines.stages.predict.run_predict`, same arguments), given the
+    `extract` stage it runs first for the videos' pose (cached), since a stage never imports another."""
+    from pipelines.stages import predict
+    from pipelines.stages.extract import run_extract
+
+    return predict.run_predict(inputs, checkpoint, store, params or predict.PredictParams(), out_dir, people, plot,
+                               device, progress, extract_progress, extract=run_extract)

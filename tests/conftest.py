@@ -52,7 +52,8 @@ def ma52_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ma52_tubes(ma52_store):
     """Tubes (default parameters) of the 6 MA-52 clips, cut once per test session."""
-    from pipelines.stages.tubes import TubeSet, run_tubes
+    from pipelines.formats.tube_packs import TubeSet
+    from pipelines.stages.tubes import run_tubes
 
     report = run_tubes(ma52_store)
     assert not report.failed and len(report.processed) == 6, report

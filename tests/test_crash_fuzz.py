@@ -32,8 +32,8 @@ from conftest import MA52_VIDEOS, REPO, SHARED, requires_shared
 from helpers import assert_same_keypoints
 from pipelines.formats.keypoint_packs import KeypointIndex
 from pipelines.formats.keypoints import KeypointSet
-from pipelines.stages.import_poses import ImportParams
-from pipelines.stages.tubes import ARRAYS, TubeSet
+from pipelines.formats.params import ImportParams
+from pipelines.formats.tube_packs import ARRAYS, TubeSet
 from pipelines.store import Store
 
 pytestmark = requires_shared

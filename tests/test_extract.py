@@ -15,8 +15,10 @@ from conftest import MA52_VIDEOS, OTHER_VIDEOS, REPO, ma52_clips, requires_share
 from helpers import assert_same_keypoints
 from pipelines.errors import StoreLockedError
 from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import ExtractParams
+from pipelines.formats.params import extract_key as stage_key
 from pipelines.pose.subject import body_box
-from pipelines.stages.extract import ExtractParams, run_extract, stage_key
+from pipelines.stages.extract import run_extract
 from pipelines.store import Store, safe_name
 
 pytestmark = requires_shared

@@ -20,7 +20,7 @@ import pytest
 from conftest import MA52_VIDEOS, requires_shared, run_cli
 from helpers import assert_same_keypoints
 from pipelines.formats.keypoints import KeypointSet
-from pipelines.stages.tubes import ARRAYS, TubeSet
+from pipelines.formats.tube_packs import ARRAYS, TubeSet
 
 pytestmark = requires_shared
 

@@ -12,7 +12,8 @@ from conftest import SHARED, requires_shared, run_cli
 from dualnet.layouts import MA52_28, OPENPOSE_BODY25_FACE_HANDS
 from pipelines.errors import InputError
 from pipelines.formats.keypoints import KeypointSet
-from pipelines.stages.import_poses import ImportParams, run_import
+from pipelines.formats.params import ImportParams
+from pipelines.stages.import_poses import run_import
 
 JHMDB = SHARED / "jhmdb"
 

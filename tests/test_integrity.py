@@ -12,8 +12,9 @@ from conftest import requires_shared, run_cli, shortest_clip
 from helpers import assert_same_keypoints
 from pipelines.errors import StoreError
 from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.tube_packs import ARRAYS, TubeSet
 from pipelines.stages.extract import run_extract
-from pipelines.stages.tubes import ARRAYS, TubeSet, run_tubes
+from pipelines.stages.tubes import run_tubes
 from pipelines.store import Store
 from pipelines.store.integrity import missing
 

@@ -14,7 +14,7 @@ from pipelines.formats import keypoint_packs
 from pipelines.formats.keypoint_items import write_keypoint_item
 from pipelines.formats.keypoint_packs import KeypointIndex, compact
 from pipelines.formats.keypoints import KeypointSet
-from pipelines.stages.tubes import count_files
+from pipelines.formats.tube_packs import count_files
 from pipelines.store import Shard, Store
 
 

@@ -11,7 +11,7 @@ from conftest import requires_shared, shortest_clip
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
 from pipelines.errors import StoreError
 from pipelines.formats.keypoints import KeypointSet
-from pipelines.stages.extract import ExtractParams
+from pipelines.formats.params import ExtractParams
 
 pytestmark = requires_shared
 

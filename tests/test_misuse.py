@@ -16,7 +16,7 @@ from cli.main import app
 from conftest import MA52_VIDEOS, requires_shared, run_cli, shortest_clip
 from dualnet.model import MicroDualNet
 from pipelines.formats.keypoints import KeypointSet
-from pipelines.stages.import_poses import ImportParams
+from pipelines.formats.params import ImportParams
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -14,15 +14,19 @@ from av.sidedata.sidedata import Type
 import dualnet
 from conftest import requires_shared, shortest_clip
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
+from pipelines.data.clips import LabelledClips
 from pipelines.data.datasets import Clip
 from pipelines.errors import InputError
+from pipelines.experiment import run_predict
 from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import TrainParams, TubeParams
+from pipelines.formats.tube_packs import TubeSet
 from pipelines.io.video import iter_frames, probe
 from pipelines.stages.cut import cut_segments
 from pipelines.stages.extract import run_extract
-from pipelines.stages.predict import PredictParams, run_predict
-from pipelines.stages.train import LabelledClips, TrainParams, train
-from pipelines.stages.tubes import TubeParams, TubeSet, run_tubes
+from pipelines.stages.predict import PredictParams
+from pipelines.stages.train import train
+from pipelines.stages.tubes import run_tubes
 from pipelines.store import Store
 
 pytestmark = requires_shared

@@ -12,20 +12,23 @@ import pytest
 
 import dualnet
 from conftest import ma52_clips, requires_shared, run_cli
+from pipelines.data.clips import LabelledClips
 from pipelines.errors import InputError
+from pipelines.experiment import run_predict
+from pipelines.formats.params import TrainParams, TubeParams
+from pipelines.formats.tube_packs import TubeSet
 from pipelines.stages.predict import (
     MIN_SUBJECT,
     NO_SUBJECT,
     PredictParams,
     merge_segments,
     plan_windows,
-    run_predict,
     summarize,
     summarize_people,
     window_spans,
 )
-from pipelines.stages.train import LabelledClips, TrainParams, train
-from pipelines.stages.tubes import TubeParams, TubeSet, run_tubes
+from pipelines.stages.train import train
+from pipelines.stages.tubes import run_tubes
 from pipelines.store import Store
 
 pytestmark = requires_shared

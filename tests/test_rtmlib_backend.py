@@ -17,7 +17,8 @@ torch = pytest.importorskip("torch")
 
 from dualnet.layouts import COCO_WHOLEBODY  # noqa: E402
 from pipelines.formats.keypoints import KeypointSet  # noqa: E402
-from pipelines.stages.extract import ExtractParams, run_extract  # noqa: E402
+from pipelines.formats.params import ExtractParams  # noqa: E402
+from pipelines.stages.extract import run_extract  # noqa: E402
 
 pytestmark = requires_shared
 FRAME_W, FRAME_H = 1080, 1296  # the MA-52 clips

@@ -18,8 +18,11 @@ from hypothesis import strategies as st
 
 import dualnet
 from conftest import MA52_VIDEOS, REPO, requires_shared, run_cli
-from pipelines.stages.train import LabelledClips, TrainParams, augment, load_model, run_key, segment_indices, train
-from pipelines.stages.tubes import TubeSet
+from pipelines.data.clips import LabelledClips, augment, segment_indices
+from pipelines.formats.checkpoints import load_model
+from pipelines.formats.params import TrainParams
+from pipelines.formats.tube_packs import TubeSet
+from pipelines.stages.train import run_key, train
 
 pytestmark = requires_shared
 EPOCHS = 6
@@ -179,7 +182,7 @@ def test_torchrun_two_processes_gloo_gives_a_loadable_checkpoint(ma52_tubes, dem
 
 
 def _one_clip(tubes: TubeSet, config) -> dict:
-    from pipelines.stages.train import ClipDataset
+    from pipelines.data.clips import ClipDataset
 
     item = ClipDataset(tubes, _clips(tubes), config, TrainParams(), train=False)[0]
     return {k: item[k] for k in ("tubes", "frames", "keypoints", "boxes")}
@@ -188,7 +191,7 @@ def _one_clip(tubes: TubeSet, config) -> dict:
 def test_augmentations_are_deterministic_and_keep_shapes(ma52_tubes):
     from torch.utils.data import default_collate
 
-    from pipelines.stages.train import ClipDataset
+    from pipelines.data.clips import ClipDataset
 
     config = dualnet.preset("tiny", num_classes=6)
     data = ClipDataset(ma52_tubes, _clips(ma52_tubes), config, TrainParams(flip=0.5, crop_jitter=0.2,

@@ -12,9 +12,11 @@ from dualnet.entities import get_entity_set
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
 from dualnet.transforms import hflip_clip
 from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import TubeParams
+from pipelines.formats.tube_packs import TubeSet, count_files
 from pipelines.io.video import iter_frames
 from pipelines.stages.extract import run_extract
-from pipelines.stages.tubes import TubeParams, TubeSet, count_files, run_tubes
+from pipelines.stages.tubes import run_tubes
 from pipelines.store import Store
 
 pytestmark = requires_shared

@@ -377,7 +377,7 @@ def labelled_clips(index: ClipIndex, split: str, available: set[str], fine_to_co
 
     With `unlabelled`, clips without a label (MA-52's test split) are kept with label -1. Returns None when no
     clip qualifies."""
-    from pipelines.stages.train import LabelledClips
+    from pipelines.data.clips import LabelledClips
 
     clips = [c for c in index.split(split) if item_name(c) in available]
     if unlabelled:

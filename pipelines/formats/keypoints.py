@@ -19,13 +19,11 @@ import zarr
 
 from pipelines.errors import StoreError
 from pipelines.formats.keypoint_packs import KEYPOINT_ARRAYS, KeypointIndex
-from pipelines.stages import extract, import_poses
-from pipelines.stages.extract import ExtractParams
-from pipelines.stages.import_poses import ImportParams
+from pipelines.formats.params import EXTRACT_STAGE, IMPORT_STAGE, ExtractParams, ImportParams, extract_key, import_key
 from pipelines.store import StageOutput, Store, safe_name
 from pipelines.store.integrity import is_checksum_error, missing
 
-KEYPOINT_STAGES = (extract.STAGE, import_poses.STAGE)
+KEYPOINT_STAGES = (EXTRACT_STAGE, IMPORT_STAGE)
 
 
 @dataclass
@@ -58,11 +56,11 @@ class KeypointSet:
         if key is not None:
             found = [self.store.stage(st, key) for st in KEYPOINT_STAGES
                      if (self.store.root / st / key / "stage.json").exists()]
-            self.output: StageOutput = found[0] if found else self.store.stage(extract.STAGE, key)
+            self.output: StageOutput = found[0] if found else self.store.stage(EXTRACT_STAGE, key)
         elif isinstance(params, ImportParams):
-            self.output = self.store.stage(import_poses.STAGE, import_poses.stage_key(params))
+            self.output = self.store.stage(IMPORT_STAGE, import_key(params))
         else:
-            self.output = self.store.stage(extract.STAGE, extract.stage_key(params or ExtractParams()))
+            self.output = self.store.stage(EXTRACT_STAGE, extract_key(params or ExtractParams()))
         self.manifest = self.output.manifest()  # raises StoreError naming the store when absent
         self.index = KeypointIndex(self.output)
         self._packs: dict[str, dict[str, zarr.Array]] = {}  # array handles, opened once per pack

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.formats.keypoint_packs import KEYPOINT_ARRAYS
-from pipelines.stages.tubes import ARRAYS as TUBE_ARRAYS
+from pipelines.formats.tube_packs import ARRAYS as TUBE_ARRAYS
 from pipelines.store import StageOutput, Store, read_json
 from pipelines.store.integrity import read_problem
 

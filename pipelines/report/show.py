@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from dualnet.layouts import get_layout
+from pipelines.formats.tube_packs import TubeSet
 from pipelines.io.video import iter_frames
-from pipelines.stages.tubes import TubeSet
 
 ENTITY_COLOURS = ("#e6194b", "#f58231", "#3cb44b", "#4363d8", "#911eb4", "#42d4f4")
 

@@ -19,43 +19,14 @@ from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError
 from pipelines.formats.keypoint_items import item_attrs
 from pipelines.formats.keypoint_packs import KeypointIndex, PackWriter
+from pipelines.formats.params import IMPORT_STAGE as STAGE
+from pipelines.formats.params import IMPORT_VERSION as VERSION
+from pipelines.formats.params import ImportParams
+from pipelines.formats.params import import_key as stage_key
 from pipelines.hashing import FingerprintCache, stable_hash
 from pipelines.kill_points import kill_point
 from pipelines.pose.importers import ImportedClip
 from pipelines.store import MAX_ITEM_NAME, Shard, Store, safe_name
-
-STAGE = "import"
-VERSION = 1
-FORMATS = ("openpose", "pyskl", "jhmdb", "miga")
-
-
-@dataclass(frozen=True)
-class ImportParams:
-    """What changes the imported keypoints; all of it goes into the stage key."""
-
-    format: str  # openpose | pyskl | jhmdb | miga
-    layout: str = ""  # pyskl, miga: the layout of their V joints (a name such as ma52_28, or a layout .json file)
-    labels: str = ""  # miga: the label pickle beside the (N, 3, T, V, 1) array
-    fps: float = 30.0  # frame rate for timestamps (the formats do not record it; iMiGUE is ~25)
-    dtype: str = "float32"  # stored keypoint dtype
-
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
-        if self.format in ("pyskl", "miga"):
-            if not self.layout:
-                raise ValueError(f"{self.format} needs --layout (the joint layout of its V keypoints)")
-            get_layout(self.layout)  # KeyError lists the known layouts
-        if self.format == "miga" and not self.labels:
-            raise ValueError("miga needs --labels (the label pickle of the arrays)")
-        if self.fps <= 0:
-            raise ValueError("fps must be positive")
-        if self.dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype {self.dtype!r} is not one of float32, float16")
-
-
-def stage_key(params: ImportParams) -> str:
-    return stable_hash({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {}})
 
 
 @dataclass
