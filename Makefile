@@ -49,6 +49,7 @@ bench-jhmdb: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dualnet pipelines cli tests bench
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 bench-scale: $(STAMP)
 	$(PY) bench/bench_scale.py --out bench/results/scale.json
