@@ -38,7 +38,7 @@ demo: $(STAMP)
 		--epochs 10 --batch-size 3 --lr 0.003 && \
 	$(VENV)/bin/dualnet eval --dataset csv --root $(STORE)/demo/clips.csv --store $(STORE) && \
 	$(VENV)/bin/dualnet status --store $(STORE) && \
-	$(PY) -m pipelines.demo_summary --store $(STORE)
+	$(PY) -m cli.demo_summary --store $(STORE)
 
 bench: $(STAMP)
 	$(PY) bench/bench_extract.py --out bench/results/extract.json
@@ -49,6 +49,7 @@ bench-jhmdb: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dualnet pipelines cli tests bench
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 bench-scale: $(STAMP)
 	$(PY) bench/bench_scale.py --out bench/results/scale.json

@@ -29,8 +29,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "extract.json")
     args = parser.parse_args()
 
-    from pipelines.extract import ExtractParams, make_estimator, run_extract
-    from pipelines.video import iter_frames
+    from pipelines.formats.params import ExtractParams
+    from pipelines.io.video import iter_frames
+    from pipelines.stages.extract import make_estimator, run_extract
 
     clips = sorted(args.clips.glob("*.mp4"))
     if not clips:

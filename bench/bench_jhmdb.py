@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _clips(index, part: str):
-    from pipelines.train import LabelledClips
+    from pipelines.data.clips import LabelledClips
 
     chosen = index.split(part)
     return LabelledClips(tuple(c.clip_id for c in chosen), tuple(c.label for c in chosen))
@@ -43,10 +43,11 @@ def main() -> None:
     import torch
 
     import dualnet
-    from pipelines import datasets
-    from pipelines.import_poses import ImportParams, run_import
-    from pipelines.keypoints import KeypointSet
-    from pipelines.train import TrainParams, train
+    from pipelines.data import datasets
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.formats.params import ImportParams, TrainParams
+    from pipelines.stages.import_poses import run_import
+    from pipelines.stages.train import train
 
     torch.set_num_threads(os.cpu_count() or 1)
     results = []

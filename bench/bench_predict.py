@@ -73,9 +73,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import dualnet
-    from pipelines.extract import run_extract
-    from pipelines.train import LabelledClips, TrainParams, train
-    from pipelines.tubes import TubeSet, run_tubes
+    from pipelines.data.clips import LabelledClips
+    from pipelines.formats.params import TrainParams
+    from pipelines.formats.tube_packs import TubeSet
+    from pipelines.stages.extract import run_extract
+    from pipelines.stages.train import train
+    from pipelines.stages.tubes import run_tubes
 
     work = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     store = work / "store"

@@ -49,14 +49,12 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
 
 def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
     """Write the N-clip store; returns fill timings."""
-    from pipelines.extract import VERSION as EXTRACT_VERSION
-    from pipelines.extract import ExtractParams
-    from pipelines.extract import stage_key as extract_key
-    from pipelines.keypoint_packs import PackWriter
-    from pipelines.keypoints import KeypointSet
+    from pipelines.formats.keypoint_packs import PackWriter
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.formats.params import EXTRACT_VERSION, TUBES_VERSION, ExtractParams, TubeParams, extract_key
+    from pipelines.formats.params import tubes_key as stage_key
+    from pipelines.formats.tube_packs import ClipTubes, TubePack, TubeSet, new_pack_name, write_pack
     from pipelines.store import Shard, Store
-    from pipelines.tubes import VERSION as TUBES_VERSION
-    from pipelines.tubes import ClipTubes, TubePack, TubeParams, TubeSet, _new_pack_name, stage_key, write_pack
 
     store_root.mkdir(parents=True, exist_ok=True)  # (the fingerprint cache lives in an existing store)
     store = Store(store_root)
@@ -106,7 +104,7 @@ def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
         rows = range(start, min(n, start + tube_params.pack_size))
         metas = [{**real_tubes[i % len(real_tubes)]["meta"], "name": f"v{i:05d}", "fingerprint": prints[i]}
                  for i in rows]
-        name = _new_pack_name()
+        name = new_pack_name()
         full = len(rows) == tube_params.pack_size
         if start >= real and full and flat_template is not None:
             # a constant-image pack is the template's shard files with this pack's clip list: copy, relabel
@@ -140,8 +138,9 @@ def read_rate(store_root: Path, names: list[str], workers: int) -> float:
     from torch.utils.data import DataLoader
 
     import dualnet
-    from pipelines.train import ClipDataset, LabelledClips, TrainParams
-    from pipelines.tubes import TubeSet
+    from pipelines.data.clips import ClipDataset, LabelledClips
+    from pipelines.formats.params import TrainParams
+    from pipelines.formats.tube_packs import TubeSet
 
     clips = LabelledClips(tuple(names), tuple(0 for _ in names))
     dataset = ClipDataset(TubeSet(store_root), clips, dualnet.preset("paper", num_classes=52), TrainParams(), True)
@@ -159,8 +158,9 @@ def augment_rate_cpu(store_root: Path, names: list[str]) -> float:
     from torch.utils.data import default_collate
 
     import dualnet
-    from pipelines.train import ClipDataset, LabelledClips, TrainParams, augment
-    from pipelines.tubes import TubeSet
+    from pipelines.data.clips import ClipDataset, LabelledClips, augment
+    from pipelines.formats.params import TrainParams
+    from pipelines.formats.tube_packs import TubeSet
 
     clips = LabelledClips(tuple(names), tuple(0 for _ in names))
     dataset = ClipDataset(TubeSet(store_root), clips, dualnet.preset("paper", num_classes=52), TrainParams(), True)
@@ -201,11 +201,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
     args = parser.parse_args()
 
-    from pipelines.extract import run_extract
-    from pipelines.keypoints import KeypointSet
+    from pipelines.data.clips import LabelledClips
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.formats.params import TrainParams
+    from pipelines.formats.tube_packs import TubeSet, count_files
+    from pipelines.stages.extract import run_extract
+    from pipelines.stages.train import run_key
+    from pipelines.stages.tubes import run_tubes
     from pipelines.store import Store
-    from pipelines.train import LabelledClips, TrainParams, run_key
-    from pipelines.tubes import TubeSet, count_files, run_tubes
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale_"))
     store_root, templates = work / "store", work / "templates"

@@ -28,10 +28,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "tubes.json")
     args = parser.parse_args()
 
-    from pipelines.extract import run_extract
-    from pipelines.keypoints import KeypointSet
-    from pipelines.tubes import TubeSet, count_files, run_tubes
-    from pipelines.video import iter_frames
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.formats.tube_packs import TubeSet, count_files
+    from pipelines.io.video import iter_frames
+    from pipelines.stages.extract import run_extract
+    from pipelines.stages.tubes import run_tubes
 
     work = Path(tempfile.mkdtemp(prefix="bench_tubes_"))
     try:

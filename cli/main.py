@@ -93,7 +93,8 @@ def extract(
     pose_model: Annotated[str, typer.Option(help="rtmlib: pose ONNX path or URL (default: rtmlib's RTMW-x).")] = "",
 ) -> None:
     """Pose extraction: keypoints of the main subject in every frame, one zarr group per video."""
-    from pipelines.extract import ExtractParams, run_extract
+    from pipelines.formats.params import ExtractParams
+    from pipelines.stages.extract import run_extract
 
     try:
         params = ExtractParams(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
@@ -133,7 +134,7 @@ def _status_table(title: str | None = None) -> Table:
 def _shown_params(summary: StageSummary) -> dict:
     """The parameters of a stage output that matter for it (an extract run: those of its backend only)."""
     if summary.stage == "extract":
-        from pipelines.extract import backend_params
+        from pipelines.formats.params import backend_params
 
         return backend_params(summary.params)
     return summary.params
@@ -196,8 +197,8 @@ def verify(
                                                           "stage redoes exactly their items.")] = False,
 ) -> None:
     """Read every keypoint and tube entry whole (chunk checksums included); list what is damaged (exit 1)."""
-    from pipelines.verify import repair as repair_store
-    from pipelines.verify import verify_store
+    from pipelines.formats.verify import repair as repair_store
+    from pipelines.formats.verify import verify_store
 
     if not Path(store).is_dir():
         fail(f"{store}: no store there ({'a file' if Path(store).exists() else 'no such folder'})", 1)
@@ -230,7 +231,8 @@ def import_(
     dtype: Annotated[str, typer.Option(help="Stored keypoint dtype: float32 or float16.")] = "float32",
 ) -> None:
     """Import keypoints from OpenPose JSON, pyskl/mmaction or JHMDB pickles, or MiGA arrays into the store."""
-    from pipelines.import_poses import ImportParams, run_import
+    from pipelines.formats.params import ImportParams
+    from pipelines.stages.import_poses import run_import
 
     try:
         params = ImportParams(format=fmt, layout=layout, labels=labels, fps=fps, dtype=dtype)
@@ -263,7 +265,7 @@ def datasets_show(
     split: Annotated[int, typer.Option(help="jhmdb: which of the 3 official splits.")] = 1,
 ) -> None:
     """Clips per class and split, as a table."""
-    from pipelines import datasets
+    from pipelines.data import datasets
 
     try:
         if name == "ma52":
@@ -308,7 +310,7 @@ class RichTubeProgress:
 
 
 def _keypoint_set(store: Path, keypoints_key: str | None):
-    from pipelines.keypoints import KeypointSet
+    from pipelines.formats.keypoints import KeypointSet
 
     return KeypointSet(Store(store), key=keypoints_key) if keypoints_key else KeypointSet(Store(store))
 
@@ -330,7 +332,8 @@ def tubes(
                          ] = 128,
 ) -> None:
     """Entity crop tubes: keypoint-guided body-part crops over sampled frames, cached in sharded zarr packs."""
-    from pipelines.tubes import TubeParams, run_tubes
+    from pipelines.formats.params import TubeParams
+    from pipelines.stages.tubes import run_tubes
 
     try:
         params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set,
@@ -361,8 +364,9 @@ def show(
     keypoints_key: Annotated[str | None, typer.Option(help="Keypoint output the tubes were cut from.")] = None,
 ) -> None:
     """A PNG of one clip: sampled frames with skeleton and entity boxes, and the K tubes across time."""
-    from pipelines.show import render_clip
-    from pipelines.tubes import TubeParams, TubeSet
+    from pipelines.formats.params import TubeParams
+    from pipelines.formats.tube_packs import TubeSet
+    from pipelines.report.show import render_clip
 
     try:
         params = TubeParams(frames=frames, size=size, entity_set=entity_set)
@@ -376,13 +380,13 @@ def show(
 
 
 def _load_index(dataset: str, root: Path, protocol: str, split: int):
-    from pipelines.datasets import load_index
+    from pipelines.data.datasets import load_index
 
     return load_index(dataset, root, protocol, split)
 
 
 def _labelled(index, split: str, available: set[str], fine_to_coarse: bool, unlabelled: bool = False):
-    from pipelines.datasets import labelled_clips
+    from pipelines.data.datasets import labelled_clips
 
     return labelled_clips(index, split, available, fine_to_coarse, unlabelled)
 
@@ -439,10 +443,10 @@ def train(
 ) -> None:
     """Train Micro-DualNet on cached tubes (resumes a killed run; a finished run is reused, not redone)."""
     import dualnet
-    from pipelines.datasets import check_coverage, require_classes
-    from pipelines.train import TrainParams
-    from pipelines.train import train as run_train
-    from pipelines.tubes import TubeParams, TubeSet
+    from pipelines.data.datasets import check_coverage, require_classes
+    from pipelines.formats.params import TrainParams, TubeParams
+    from pipelines.formats.tube_packs import TubeSet
+    from pipelines.stages.train import train as run_train
 
     try:
         index = _load_index(dataset, root, protocol, 1)
@@ -494,8 +498,10 @@ def eval_(
     """Evaluate a trained model: metrics (Top-1/5, F1, MA-52's F1_mean), per-class table, report, submission CSV."""
     import numpy as np
 
-    from pipelines.evaluate import latest_checkpoint, new_report_folder, run_eval
-    from pipelines.tubes import TubeParams, TubeSet
+    from pipelines.formats.checkpoints import latest_checkpoint
+    from pipelines.formats.params import TubeParams
+    from pipelines.formats.tube_packs import TubeSet
+    from pipelines.stages.evaluate import new_report_folder, run_eval
 
     try:
         st = Store(store).require()
@@ -509,7 +515,7 @@ def eval_(
             fail(f"{checkpoint}: checkpoint not found")
         tubes = TubeSet(st, TubeParams(frames=tubes_frames, size=tubes_size, entity_set=entity_set))
         available = set(tubes.names())
-        from pipelines.datasets import MAX_MISSING, check_coverage
+        from pipelines.data.datasets import MAX_MISSING, check_coverage
 
         # a test-server submission must hold every clip of the split: none may be missing
         console.print(check_coverage(index, split, available, root, allow_missing and not submission,
@@ -521,13 +527,13 @@ def eval_(
         if index.coarse_classes:
             mapping = {c.label: c.coarse for c in index.clips if c.label is not None and c.coarse is not None}
             fine_to_coarse = np.array([mapping.get(i, 0) for i in range(len(index.classes))])
-        from pipelines.datasets import item_name
+        from pipelines.data.datasets import item_name
 
         by_stem = {item_name(c): Path(c.source).name for c in index.split(split)}
         ids = [by_stem[n] for n in clips.names] if submission else None
         out_dir = new_report_folder(checkpoint.parent, split)
         if submission and all(label < 0 for label in clips.labels):
-            from pipelines.evaluate import predict_submission
+            from pipelines.stages.evaluate import predict_submission
 
             path = predict_submission(checkpoint, tubes, clips, fine_to_coarse, ids, out_dir, classes=index.classes)
             console.print(f"submission -> {path}", highlight=False)
@@ -586,7 +592,8 @@ def predict(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
 ) -> None:
     """Micro-action timelines of long videos: pose -> sliding windows -> model -> segments and per-video summary."""
-    from pipelines.predict import PredictParams, run_predict
+    from pipelines.experiment import run_predict
+    from pipelines.stages.predict import PredictParams
 
     try:
         params = PredictParams(window=window, stride=stride, min_score=min_score, top_k=top_k,
@@ -618,7 +625,7 @@ def export(
     check: Annotated[bool, typer.Option(help="Run ONNX Runtime and torch on a random batch and compare.")] = True,
 ) -> None:
     """Export a trained model to ONNX for inference without the training stack."""
-    from pipelines.export import compare_onnx, export_onnx
+    from pipelines.stages.export import compare_onnx, export_onnx
 
     try:
         path = export_onnx(checkpoint, onnx)
@@ -645,7 +652,7 @@ def run(
     workers: Annotated[int, typer.Option(help="DataLoader workers in train and eval.")] = 0,
 ) -> None:
     """Every stage of an experiment from a TOML config; each stage resumes and skips what is done."""
-    from pipelines.reproduce import load_config, run_config
+    from pipelines.experiment import load_config, run_config
 
     try:
         cfg = load_config(config, set_ or [])
@@ -666,7 +673,7 @@ def demo_data(
                    ] = None,
 ) -> None:
     """Get the 6 MA-52 sample clips (download with sha256 check, else a local copy); prints their folder."""
-    from pipelines.demo_data import fetch_demo_clips, write_demo_csv
+    from pipelines.io.demo_data import fetch_demo_clips, write_demo_csv
 
     try:
         folder, origin = fetch_demo_clips(dest, allow_download=not offline)

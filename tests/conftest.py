@@ -40,7 +40,7 @@ def ma52_store(tmp_path_factory):
     """A store holding `extract` (default parameters) of the 6 real MA-52 clips, run once per test session."""
     if not MA52_VIDEOS.is_dir():
         pytest.skip(f"real sample data not found at {SHARED}")
-    from pipelines.extract import run_extract
+    from pipelines.stages.extract import run_extract
     from pipelines.store import Store
 
     store = Store(tmp_path_factory.mktemp("ma52_store"))
@@ -52,7 +52,8 @@ def ma52_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ma52_tubes(ma52_store):
     """Tubes (default parameters) of the 6 MA-52 clips, cut once per test session."""
-    from pipelines.tubes import TubeSet, run_tubes
+    from pipelines.formats.tube_packs import TubeSet
+    from pipelines.stages.tubes import run_tubes
 
     report = run_tubes(ma52_store)
     assert not report.failed and len(report.processed) == 6, report

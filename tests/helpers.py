@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.keypoints import KeypointSet
+from pipelines.formats.keypoints import KeypointSet
 
 _VOLATILE = {"source_path"}  # may differ between two runs over copies of the same file
 

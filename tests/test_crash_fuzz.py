@@ -30,11 +30,11 @@ import torch
 
 from conftest import MA52_VIDEOS, REPO, SHARED, requires_shared
 from helpers import assert_same_keypoints
-from pipelines.import_poses import ImportParams
-from pipelines.keypoint_packs import KeypointIndex
-from pipelines.keypoints import KeypointSet
+from pipelines.formats.keypoint_packs import KeypointIndex
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import ImportParams
+from pipelines.formats.tube_packs import ARRAYS, TubeSet
 from pipelines.store import Store
-from pipelines.tubes import ARRAYS, TubeSet
 
 pytestmark = requires_shared
 SEED = 20261122

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.crops import crop_boxes, letterbox, sample_indices
+from pipelines.data.crops import crop_boxes, letterbox, sample_indices
 
 
 def test_sample_indices_uniform_in_range_and_ordered():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, requires_shared, run_cli
-from pipelines import datasets
+from pipelines.data import datasets
 from pipelines.errors import InputError
 
 pytestmark = requires_shared

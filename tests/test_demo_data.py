@@ -11,8 +11,8 @@ import urllib.parse
 import pytest
 
 from conftest import MA52_VIDEOS, requires_shared
-from pipelines import demo_data
 from pipelines.errors import InputError
+from pipelines.io import demo_data
 
 pytestmark = requires_shared
 

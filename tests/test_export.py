@@ -12,10 +12,13 @@ import torch
 
 import dualnet
 from conftest import run_cli
-from pipelines.export import compare_onnx, example_inputs, export_onnx
-from pipelines.keypoints import KeypointSet
-from pipelines.train import LabelledClips, TrainParams, load_model, train
-from pipelines.tubes import TubeParams, TubeSet
+from pipelines.data.clips import LabelledClips
+from pipelines.formats.checkpoints import load_model
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import TrainParams, TubeParams
+from pipelines.formats.tube_packs import TubeSet
+from pipelines.stages.export import compare_onnx, example_inputs, export_onnx
+from pipelines.stages.train import train
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,12 @@ import pytest
 from conftest import MA52_VIDEOS, OTHER_VIDEOS, REPO, ma52_clips, requires_shared, run_cli, shortest_clip
 from helpers import assert_same_keypoints
 from pipelines.errors import StoreLockedError
-from pipelines.extract import ExtractParams, run_extract, stage_key
-from pipelines.keypoints import KeypointSet
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import ExtractParams
+from pipelines.formats.params import extract_key as stage_key
+from pipelines.pose.subject import body_box
+from pipelines.stages.extract import run_extract
 from pipelines.store import Store, safe_name
-from pipelines.subject import body_box
 
 pytestmark = requires_shared
 

@@ -19,8 +19,8 @@ import pytest
 
 from conftest import MA52_VIDEOS, requires_shared, run_cli
 from helpers import assert_same_keypoints
-from pipelines.keypoints import KeypointSet
-from pipelines.tubes import ARRAYS, TubeSet
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.tube_packs import ARRAYS, TubeSet
 
 pytestmark = requires_shared
 

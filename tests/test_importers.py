@@ -11,8 +11,9 @@ import pytest
 from conftest import SHARED, requires_shared, run_cli
 from dualnet.layouts import MA52_28, OPENPOSE_BODY25_FACE_HANDS
 from pipelines.errors import InputError
-from pipelines.import_poses import ImportParams, run_import
-from pipelines.keypoints import KeypointSet
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import ImportParams
+from pipelines.stages.import_poses import run_import
 
 JHMDB = SHARED / "jhmdb"
 
@@ -153,7 +154,7 @@ def test_jhmdb_store_equals_the_pickles(tmp_path):
 
 def test_clip_cut_by_frame_range_has_exactly_those_frames(tmp_path):
     """An iMiGUE-style segment (start, end) cut from a long OpenPose sequence."""
-    from pipelines.datasets import Clip
+    from pipelines.data.datasets import Clip
     from pipelines.errors import StoreError
 
     write_openpose_clip(tmp_path / "json" / "session_01", frames=120)

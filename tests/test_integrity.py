@@ -11,11 +11,12 @@ import pytest
 from conftest import requires_shared, run_cli, shortest_clip
 from helpers import assert_same_keypoints
 from pipelines.errors import StoreError
-from pipelines.extract import run_extract
-from pipelines.integrity import missing
-from pipelines.keypoints import KeypointSet
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.tube_packs import ARRAYS, TubeSet
+from pipelines.stages.extract import run_extract
+from pipelines.stages.tubes import run_tubes
 from pipelines.store import Store
-from pipelines.tubes import ARRAYS, TubeSet, run_tubes
+from pipelines.store.integrity import missing
 
 pytestmark = requires_shared
 

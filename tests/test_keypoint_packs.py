@@ -9,13 +9,13 @@ import pytest
 from conftest import requires_shared
 from dualnet.layouts import COCO_17, get_layout
 from helpers import assert_same_keypoints
-from pipelines import keypoint_packs
 from pipelines.errors import StoreError
-from pipelines.keypoint_format import write_keypoint_item
-from pipelines.keypoint_packs import KeypointIndex, compact
-from pipelines.keypoints import KeypointSet
+from pipelines.formats import keypoint_packs
+from pipelines.formats.keypoint_items import write_keypoint_item
+from pipelines.formats.keypoint_packs import KeypointIndex, compact
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.tube_packs import count_files
 from pipelines.store import Shard, Store
-from pipelines.tubes import count_files
 
 
 def _output(root, key="packtest"):
@@ -201,8 +201,8 @@ def test_extract_packs_its_items_and_reads_equal_the_loose_items(ma52_store, tmp
 
 
 def test_pack_writer_supersedes_loose_and_older_packed_copies(tmp_path):
-    from pipelines.keypoint_format import item_attrs
-    from pipelines.keypoint_packs import PackWriter
+    from pipelines.formats.keypoint_items import item_attrs
+    from pipelines.formats.keypoint_packs import PackWriter
 
     store, output, tmp = _output(tmp_path)
     _put(output, tmp, "old_loose", 30, seed=1)  # as a store from before packs would hold it

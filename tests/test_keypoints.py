@@ -10,8 +10,8 @@ import zarr
 from conftest import requires_shared, shortest_clip
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
 from pipelines.errors import StoreError
-from pipelines.extract import ExtractParams
-from pipelines.keypoints import KeypointSet
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import ExtractParams
 
 pytestmark = requires_shared
 
@@ -47,7 +47,7 @@ def test_loading_what_is_not_there(ma52_store):
 
 def test_batch_writer_writes_what_the_single_writer_writes(ma52_store, tmp_path):
     from dualnet.layouts import get_layout
-    from pipelines.keypoint_format import write_keypoint_item, write_keypoint_items
+    from pipelines.formats.keypoint_items import write_keypoint_item, write_keypoint_items
 
     source = KeypointSet(ma52_store)
     items = []

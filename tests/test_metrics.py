@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, requires_shared
-from pipelines import metrics
 from pipelines.errors import InputError
+from pipelines.report import metrics
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn (a dev dependency) checks the metrics")
 FINE_TO_COARSE = np.array([0] * 5 + [1] * 6 + [2] * 13 + [3] * 8 + [4] * 6 + [5] * 10 + [6] * 4)  # MA-52's
@@ -51,7 +51,7 @@ def predictions(kind: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_the_fine_to_coarse_file_is_the_official_mapping():
     assert FINE_TO_COARSE.tolist() == [official_fine2coarse(x) for x in range(52)]
     if SHARED.is_dir():
-        from pipelines.datasets import read_fine_to_coarse
+        from pipelines.data.datasets import read_fine_to_coarse
 
         mapping, _ = read_fine_to_coarse(SHARED / "ma52" / "annotations" / "fine_to_coarse.tsv")
         assert [mapping[x] for x in range(52)] == FINE_TO_COARSE.tolist()

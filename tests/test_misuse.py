@@ -15,8 +15,8 @@ import dualnet
 from cli.main import app
 from conftest import MA52_VIDEOS, requires_shared, run_cli, shortest_clip
 from dualnet.model import MicroDualNet
-from pipelines.import_poses import ImportParams
-from pipelines.keypoints import KeypointSet
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import ImportParams
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from pipelines.errors import InputError
-from pipelines.models import resolve_model
+from pipelines.io.downloads import resolve_model
 
 
 def test_url_is_downloaded_once_and_verified(tmp_path):

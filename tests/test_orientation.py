@@ -14,16 +14,20 @@ from av.sidedata.sidedata import Type
 import dualnet
 from conftest import OTHER_VIDEOS, requires_shared, shortest_clip
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
-from pipelines.datasets import Clip
+from pipelines.data.clips import LabelledClips
+from pipelines.data.datasets import Clip
 from pipelines.errors import InputError
-from pipelines.extract import run_extract
-from pipelines.keypoints import KeypointSet
-from pipelines.predict import PredictParams, run_predict
-from pipelines.segments import cut_segments
+from pipelines.experiment import run_predict
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import TrainParams, TubeParams
+from pipelines.formats.tube_packs import TubeSet
+from pipelines.io.video import iter_frames, probe
+from pipelines.stages.cut import cut_segments
+from pipelines.stages.extract import run_extract
+from pipelines.stages.predict import PredictParams
+from pipelines.stages.train import train
+from pipelines.stages.tubes import run_tubes
 from pipelines.store import Store
-from pipelines.train import LabelledClips, TrainParams, train
-from pipelines.tubes import TubeParams, TubeSet, run_tubes
-from pipelines.video import iter_frames, probe
 
 pytestmark = requires_shared
 FRAMES = 16  # of the shortest MA-52 clip: one tube of 16 frames, ~2 s of pose model per copy

@@ -12,21 +12,24 @@ import pytest
 
 import dualnet
 from conftest import ma52_clips, requires_shared, run_cli
+from pipelines.data.clips import LabelledClips
 from pipelines.errors import InputError
-from pipelines.predict import (
+from pipelines.experiment import run_predict
+from pipelines.formats.params import TrainParams, TubeParams
+from pipelines.formats.tube_packs import TubeSet
+from pipelines.stages.predict import (
     MIN_SUBJECT,
     NO_SUBJECT,
     PredictParams,
     merge_segments,
     plan_windows,
-    run_predict,
     summarize,
     summarize_people,
     window_spans,
 )
+from pipelines.stages.train import train
+from pipelines.stages.tubes import run_tubes
 from pipelines.store import Store
-from pipelines.train import LabelledClips, TrainParams, train
-from pipelines.tubes import TubeParams, TubeSet, run_tubes
 
 pytestmark = requires_shared
 
@@ -185,7 +188,7 @@ def test_gc_keeps_the_training_run_behind_a_cached_prediction(trained, tmp_path)
 
 
 def test_frames_held_do_not_grow_with_the_video(trained, concatenated, tmp_path):
-    from pipelines import predict as predict_module
+    from pipelines.stages import predict as predict_module
 
     store, checkpoint, _ = trained
     video, _ = concatenated

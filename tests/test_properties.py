@@ -14,8 +14,8 @@ from dualnet.encoders import PoseEntityEncoder
 from dualnet.entities import entity_boxes, flip_order, get_entity_set
 from dualnet.layouts import LAYOUTS, convert_keypoints, get_layout
 from dualnet.transforms import hflip_clip
-from pipelines.crops import crop_boxes, sample_indices
-from pipelines.train import segment_indices
+from pipelines.data.clips import segment_indices
+from pipelines.data.crops import crop_boxes, sample_indices
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")  # overflow or NaN warnings are bugs here
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

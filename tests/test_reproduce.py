@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from conftest import MA52_VIDEOS, REPO, SHARED, ma52_clips, requires_shared, run_cli
-from pipelines.datasets import ma52
+from pipelines.data.datasets import ma52
 from pipelines.errors import InputError
-from pipelines.reproduce import load_config
+from pipelines.experiment import load_config
 
 pytestmark = requires_shared
 TINY = ["--set", "model.preset=tiny", "--set", "train.epochs=2", "--set", "train.batch_size=3"]
@@ -90,7 +90,7 @@ def test_imigue_like_segments_are_cut_then_run(ma52_store, tmp_path):
     cut = sorted(p.name for p in (store / "clips" / "imigue").glob("*.mp4"))
     assert cut == sorted(f"conf{v}_{r.split(',')[2]}_{r.split(',')[3]}.mp4"
                          for v in (0, 1) for r in rows[1 + 3 * v:4 + 3 * v])
-    from pipelines.video import probe
+    from pipelines.io.video import probe
 
     lengths = sorted(probe(store / "clips" / "imigue" / name).declared_frames for name in cut)
     want = sorted(int(r.split(",")[3]) - int(r.split(",")[2]) for r in rows[1:])

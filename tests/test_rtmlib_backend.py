@@ -16,8 +16,9 @@ pytest.importorskip("onnx", reason="onnx is needed to build the test models")
 torch = pytest.importorskip("torch")
 
 from dualnet.layouts import COCO_WHOLEBODY  # noqa: E402
-from pipelines.extract import ExtractParams, run_extract  # noqa: E402
-from pipelines.keypoints import KeypointSet  # noqa: E402
+from pipelines.formats.keypoints import KeypointSet  # noqa: E402
+from pipelines.formats.params import ExtractParams  # noqa: E402
+from pipelines.stages.extract import run_extract  # noqa: E402
 
 pytestmark = requires_shared
 FRAME_W, FRAME_H = 1080, 1296  # the MA-52 clips
@@ -78,8 +79,8 @@ def onnx_models(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_estimator_maps_keypoints_into_the_frame(onnx_models):
+    from pipelines.io.video import iter_frames
     from pipelines.pose.rtmlib_wholebody import RTMLibEstimator
-    from pipelines.video import iter_frames
 
     _, rgb = next(iter(iter_frames(shortest_clip())))
     people = RTMLibEstimator(*map(str, onnx_models))(rgb)

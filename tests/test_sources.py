@@ -6,7 +6,7 @@ import pytest
 
 from conftest import MA52_VIDEOS, requires_shared
 from pipelines.errors import InputError
-from pipelines.sources import resolve_sources
+from pipelines.io.sources import resolve_sources
 from pipelines.store import Shard
 
 pytestmark = requires_shared

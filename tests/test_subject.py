@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.subject import body_box, track_main_subject
+from pipelines.pose.subject import body_box, track_main_subject
 
 V = 4
 BODY = range(V)
@@ -51,7 +51,7 @@ def test_nobody_anywhere_gives_all_nan():
 
 
 def _stream(frames, block: int):
-    from pipelines.subject import StreamingSubjectTracker
+    from pipelines.pose.subject import StreamingSubjectTracker
 
     tracker = StreamingSubjectTracker(V, BODY, block=block)
     parts = [r for r in (tracker.push(people) for people in frames) if r is not None]

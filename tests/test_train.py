@@ -18,8 +18,11 @@ from hypothesis import strategies as st
 
 import dualnet
 from conftest import MA52_VIDEOS, REPO, requires_shared, run_cli
-from pipelines.train import LabelledClips, TrainParams, augment, load_model, run_key, segment_indices, train
-from pipelines.tubes import TubeSet
+from pipelines.data.clips import LabelledClips, augment, segment_indices
+from pipelines.formats.checkpoints import load_model
+from pipelines.formats.params import TrainParams
+from pipelines.formats.tube_packs import TubeSet
+from pipelines.stages.train import run_key, train
 
 pytestmark = requires_shared
 EPOCHS = 6
@@ -101,7 +104,7 @@ def test_eval_matches_classes_by_name_and_keeps_every_report(ma52_tubes, demo_cs
     """Issue 15.4: renamed classes are refused (not 0% with exit 0); the same classes in another order are
     remapped by name (same metrics); without --checkpoint eval never takes a run trained on other classes; each
     eval writes a report folder of its own."""
-    from pipelines.evaluate import run_eval
+    from pipelines.stages.evaluate import run_eval
 
     store = tmp_path / "store"
     shutil.copytree(ma52_tubes.store.root, store)
@@ -188,7 +191,7 @@ def test_torchrun_two_processes_gloo_gives_a_loadable_checkpoint(ma52_tubes, dem
 
 
 def _one_clip(tubes: TubeSet, config) -> dict:
-    from pipelines.train import ClipDataset
+    from pipelines.data.clips import ClipDataset
 
     item = ClipDataset(tubes, _clips(tubes), config, TrainParams(), train=False)[0]
     return {k: item[k] for k in ("tubes", "frames", "keypoints", "boxes")}
@@ -197,7 +200,7 @@ def _one_clip(tubes: TubeSet, config) -> dict:
 def test_augmentations_are_deterministic_and_keep_shapes(ma52_tubes):
     from torch.utils.data import default_collate
 
-    from pipelines.train import ClipDataset
+    from pipelines.data.clips import ClipDataset
 
     config = dualnet.preset("tiny", num_classes=6)
     data = ClipDataset(ma52_tubes, _clips(ma52_tubes), config, TrainParams(flip=0.5, crop_jitter=0.2,
@@ -244,7 +247,7 @@ def test_ma52_layout_train_eval_and_hidden_label_submission(ma52_tubes, tmp_path
         assert key in evaluated.stdout
     submitted = run_cli("eval", *common, "--split", "test", "--submission")
     assert submitted.returncode == 0, submitted.stderr
-    from pipelines.metrics import read_submission
+    from pipelines.report.metrics import read_submission
 
     csv_path = submitted.stdout.strip().split("submission -> ")[-1].strip()
     rows = read_submission(csv_path)

@@ -11,11 +11,13 @@ from conftest import requires_shared, run_cli, shortest_clip
 from dualnet.entities import get_entity_set
 from dualnet.layouts import MEDIAPIPE_HOLISTIC
 from dualnet.transforms import hflip_clip
-from pipelines.extract import run_extract
-from pipelines.keypoints import KeypointSet
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import TubeParams
+from pipelines.formats.tube_packs import TubeSet, count_files
+from pipelines.io.video import iter_frames
+from pipelines.stages.extract import run_extract
+from pipelines.stages.tubes import run_tubes
 from pipelines.store import Store
-from pipelines.tubes import TubeParams, TubeSet, count_files, run_tubes
-from pipelines.video import iter_frames
 
 pytestmark = requires_shared
 ENTITIES = [e.name for e in get_entity_set("k6")]

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import OTHER_VIDEOS, requires_shared, shortest_clip
 from pipelines.errors import InputError
-from pipelines.video import iter_frames, probe, regular_timestamps
+from pipelines.io.video import iter_frames, probe, regular_timestamps
 
 pytestmark = requires_shared
 

@@ -1,5 +1,5 @@
 """Whole-body 133 keypoints (COCO-WholeBody) with rtmlib's ONNX pipeline: a person detector, then RTMW/DWPose on
-every detected person. All people are returned; `pipelines.subject` keeps the main one across frames."""
+every detected person. All people are returned; `pipelines.pose.subject` keeps the main one across frames."""
 
 from __future__ import annotations
 

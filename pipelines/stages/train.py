@@ -20,190 +20,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from dualnet.config import ModelConfig
-from dualnet.entities import flip_order, get_entity_set
-from dualnet.layouts import get_layout
+from dualnet.entities import get_entity_set
 from dualnet.model import MicroDualNet
-from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_clip, jitter_crops
-from pipelines.errors import DualnetError, InputError, StoreError
+from pipelines.data.clips import LabelledClips, augment, batch_to, make_dataset, model_inputs, predict
+from pipelines.errors import DualnetError, StoreError
+from pipelines.formats.params import TRAIN_STAGE as STAGE
+from pipelines.formats.params import TRAIN_VERSION as VERSION
+from pipelines.formats.params import TrainParams
+from pipelines.formats.tube_packs import TubeSet
 from pipelines.hashing import stable_hash
 from pipelines.kill_points import kill_point
-from pipelines.metrics import evaluate
+from pipelines.report.metrics import evaluate
 from pipelines.store import Shard, Store, write_file_atomic, write_json_atomic
-from pipelines.tubes import TubeSet
-
-STAGE = "train"
-VERSION = 2  # 2: crop and colour jitter run batched on the training device (crop jitter by grid_sample)
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """Optimisation and augmentation; all of it goes into the run's key."""
-
-    epochs: int = 30  # ours: the paper does not give its schedule
-    batch_size: int = 8
-    lr: float = 1e-3  # peak learning rate (AdamW); SGD users typically want 0.01
-    weight_decay: float = 0.05
-    optimizer: str = "adamw"  # adamw | sgd (momentum 0.9, nesterov)
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
-    balance: str = "reweight"  # none | reweight (inverse-frequency CE weights) | sample (class-balanced sampling)
-    accumulate: int = 1  # gradient accumulation steps
-    flip: float = 0.5  # probability of a horizontal flip with left/right entity swap
-    crop_jitter: float = 0.1  # entity crops: random zoom-in up to this fraction and a matching shift (per clip)
-    colour_jitter: float = 0.2  # brightness and contrast factors drawn from [1 - x, 1 + x] (per clip)
-    keypoint_noise: float = 0.0  # std of Gaussian keypoint noise, in entity-box sides
-    temporal_crop: float = 0.0  # draw the T segments from a random sub-span keeping >= 1 - x of the clip: trains
-    # for the partial, off-centre windows `predict` sees in long videos (0 = always the whole clip)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer {self.optimizer!r} is not adamw or sgd")
-        if self.balance not in ("none", "reweight", "sample"):
-            raise ValueError(f"balance {self.balance!r} is not none, reweight or sample")
-        if not 0.0 <= self.temporal_crop < 1.0:
-            raise ValueError("temporal_crop must lie in [0, 1)")
-        if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
-            raise ValueError("epochs, batch_size and accumulate must be >= 1")
-
-
-@dataclass(frozen=True)
-class LabelledClips:
-    """Clip names (items of a TubeSet) with their labels, for one split."""
-
-    names: tuple[str, ...]
-    labels: tuple[int, ...]
-    coarse: tuple[int, ...] | None = None
-
-
-def segment_indices(available: int, count: int, train: bool, rng: np.random.Generator | None = None,
-                    temporal_crop: float = 0.0) -> np.ndarray:
-    """TSM segment sampling: `count` segments over `available` cached frames, a random frame in each (training) or
-    the centre of each (evaluation). With `temporal_crop` (training only) the segments cover a random sub-span of
-    at least 1 - temporal_crop of the frames. Indices are in range and non-decreasing."""
-    lo, hi = 0.0, float(available)
-    if train and rng is not None and temporal_crop > 0:
-        span = available * (1 - temporal_crop * rng.random())
-        lo = rng.random() * (available - span)
-        hi = lo + span
-    edges = np.linspace(lo, hi, count + 1)
-    if train and rng is not None:
-        picks = edges[:-1] + rng.random(count) * (edges[1:] - edges[:-1])
-    else:
-        picks = (edges[:-1] + edges[1:]) / 2
-    return np.minimum(picks.astype(int), available - 1)
-
-
-def augment(batch: dict) -> dict:
-    """Apply the crop and colour jitter a training batch carries (drawn per clip by the dataset: ``crop`` (B, K, 3)
-    windows, ``colour`` (B, 2) brightness and contrast) on the batch's device, so data loader workers only read
-    and select frames."""
-    if "crop" in batch:
-        batch["tubes"] = jitter_crops(batch["tubes"], batch.pop("crop"))
-    if "colour" in batch:
-        brightness, contrast = batch.pop("colour").unbind(-1)
-        batch["tubes"] = colour_jitter(batch["tubes"], brightness, contrast)
-        batch["frames"] = colour_jitter(batch["frames"], brightness, contrast)
-    return batch
-
-
-class ClipDataset(Dataset):
-    """Samples of T frames from cached tubes, flipped in training, with the crop and colour jitter to apply drawn
-    (`augment` applies them to the batch on the training device).
-
-    Randomness comes from a generator seeded by (seed, epoch, index), so a sample is the same whichever worker
-    draws it and whether or not the run was resumed.
-    """
-
-    def __init__(self, tubes: TubeSet, clips: LabelledClips, config: ModelConfig, params: TrainParams,
-                 train: bool):
-        self.tubes, self.clips, self.config, self.params, self.train = tubes, clips, config, params, train
-        self.entities = get_entity_set(config.entity_set)
-        self.layout = get_layout(config.layout)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.clips.names)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.params.seed, self.epoch, i])
-        a = self.tubes.load(self.clips.names[i])
-        idx = segment_indices(len(a["frame_index"]), self.config.num_frames, self.train, rng,
-                              self.params.temporal_crop)
-        tubes, frames, keypoints, boxes = a["tubes"][idx], a["frames"][idx], a["keypoints"][idx], a["boxes"][idx]
-        if self.train and rng.random() < self.params.flip:
-            tubes, boxes, keypoints, frames = hflip_clip(tubes, boxes, keypoints, a["meta"]["width"], self.entities,
-                                                         self.layout, frames)
-        if self.train and self.params.keypoint_noise > 0:
-            side = float(np.median(boxes[..., 2] - boxes[..., 0]))
-            keypoints = keypoints.copy()
-            keypoints[..., :2] += rng.normal(0, self.params.keypoint_noise * side, keypoints[..., :2].shape)
-        item = {"tubes": torch.from_numpy(np.ascontiguousarray(tubes)),
-                "frames": torch.from_numpy(np.ascontiguousarray(frames)),
-                "keypoints": torch.from_numpy(np.ascontiguousarray(keypoints)).float(),
-                "boxes": torch.from_numpy(np.ascontiguousarray(boxes)).float(),
-                "label": torch.tensor(self.clips.labels[i])}
-        if self.train and self.params.crop_jitter > 0:  # applied to the batch by `augment`
-            item["crop"] = torch.from_numpy(draw_crop_windows(len(self.entities), tubes.shape[-1],
-                                                              self.params.crop_jitter, rng))
-        if self.train and self.params.colour_jitter > 0:
-            item["colour"] = torch.from_numpy((1 + self.params.colour_jitter * (2 * rng.random(2) - 1)
-                                               ).astype(np.float32))
-        if self.clips.coarse is not None:
-            item["coarse"] = torch.tensor(self.clips.coarse[i])
-        return item
-
-
-class KeypointClipDataset(Dataset):
-    """Pose-only samples straight from a keypoint output (no tubes, no video): entity boxes are computed from the
-    keypoints, T frames drawn by TSM segment sampling, flips mirror the keypoints and swap left and right."""
-
-    def __init__(self, keypoints, clips: LabelledClips, config: ModelConfig, params: TrainParams, train: bool):
-        from dualnet.entities import entity_boxes
-
-        self.clips, self.config, self.params, self.train = clips, config, params, train
-        self.entities = get_entity_set(config.entity_set)
-        self.layout = get_layout(config.layout)
-        self.epoch = 0
-        self.items = []  # keypoints are small: load once, boxes once
-        for name in clips.names:
-            clip = keypoints.load(name)
-            kp = clip.keypoints.astype(np.float64)
-            boxes, _ = entity_boxes(kp, self.layout, self.entities, (clip.width or 1, clip.height or 1))
-            self.items.append((kp.astype(np.float32), boxes.astype(np.float32)))
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.params.seed, self.epoch, i])
-        kp, boxes = self.items[i]
-        idx = segment_indices(len(kp), self.config.num_frames, self.train, rng, self.params.temporal_crop)
-        kp, boxes = kp[idx].copy(), boxes[idx].copy()
-        if self.train and rng.random() < self.params.flip:
-            order = flip_order(self.entities)
-            boxes = np.stack([-boxes[..., 2], boxes[..., 1], -boxes[..., 0], boxes[..., 3]], axis=-1)[:, order]
-            kp[..., 0] = -kp[..., 0]  # mirror about x = 0: the encoder is translation-invariant
-            perm = np.arange(self.layout.num_keypoints)
-            for a, b in self.layout.flip_pairs:
-                perm[a], perm[b] = b, a
-            kp = kp[:, perm]
-        if self.train and self.params.keypoint_noise > 0:
-            side = float(np.median(boxes[..., 2] - boxes[..., 0]))
-            kp[..., :2] += rng.normal(0, self.params.keypoint_noise * side, kp[..., :2].shape)
-        return {"keypoints": torch.from_numpy(kp), "boxes": torch.from_numpy(boxes),
-                "label": torch.tensor(self.clips.labels[i])}
-
-
-def make_dataset(source, clips: LabelledClips, config: ModelConfig, params: TrainParams, train: bool) -> Dataset:
-    """Samples from cached tubes (a TubeSet), or pose-only samples from keypoints (a KeypointSet)."""
-    if isinstance(source, TubeSet):
-        return ClipDataset(source, clips, config, params, train)
-    if config.uses_rgb:
-        raise ValueError(f"modality {config.modality!r} needs tubes; keypoints alone feed only the pose modality")
-    return KeypointClipDataset(source, clips, config, params, train)
 
 
 def run_key(config: ModelConfig, params: TrainParams, tubes: TubeSet, train: LabelledClips,
@@ -279,32 +110,6 @@ def _append_line(path: Path, record: dict) -> None:
             f.write(json.dumps(record) + "\n")
     except OSError as e:
         raise StoreError(f"{path}: cannot write ({e.strerror or e})") from None
-
-
-def _inputs(batch: dict) -> dict:
-    """The model inputs a batch has (pose-only data has no tubes or frames)."""
-    return {k: batch[k] for k in ("tubes", "frames", "keypoints", "boxes") if k in batch}
-
-
-def _batch_to(batch: dict, device: torch.device) -> dict:  # non_blocking: batches come pinned when on CUDA
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-@torch.no_grad()
-def predict(model: MicroDualNet, loader: DataLoader, device: torch.device) -> dict[str, np.ndarray]:
-    """Scores, labels and routing weights of every clip the loader yields (evaluation mode)."""
-    model.eval()
-    out: dict[str, list] = {"scores": [], "labels": [], "routing": [], "coarse_scores": [], "coarse": []}
-    for batch in loader:
-        batch = _batch_to(batch, device)
-        result = model(**_inputs(batch))
-        out["scores"].append(result.logits.float().cpu())
-        out["labels"].append(batch["label"].cpu())
-        out["routing"].append(result.routing.float().cpu())
-        if result.coarse_logits is not None and "coarse" in batch:
-            out["coarse_scores"].append(result.coarse_logits.float().cpu())
-            out["coarse"].append(batch["coarse"].cpu())
-    return {k: torch.cat(v).numpy() for k, v in out.items() if v}
 
 
 class TrainProgress:
@@ -461,9 +266,9 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
         started, seen, losses = time.perf_counter(), 0, []
         optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(loader):
-            batch = augment(_batch_to(batch, dev))
+            batch = augment(batch_to(batch, dev))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                out = net(**_inputs(batch))
+                out = net(**model_inputs(batch))
                 loss, _ = model.loss(out, batch["label"], batch.get("coarse"), class_weights)
             (loss / params.accumulate).backward()
             if (i + 1) % params.accumulate == 0 or i + 1 == len(loader):
@@ -502,42 +307,3 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
     return TrainResult(run_dir, key, params.epochs - start_epoch, history)
 
 
-def model_from_state(state: dict) -> MicroDualNet:
-    """The model a loaded checkpoint holds (its config travels with it), in evaluation mode."""
-    model = MicroDualNet(ModelConfig(**state["config"]))
-    model.load_state_dict(state["model"])
-    return model.eval()
-
-
-def load_checkpoint(checkpoint: str | Path, device: str = "cpu") -> tuple[MicroDualNet, dict]:
-    """The model a checkpoint this stage wrote holds, on `device`, and the checkpoint itself (config, classes, data).
-
-    Every command that takes a checkpoint loads it here: a file that is missing, is not a torch file (text, a
-    truncated copy) or is a torch file of something else fails as one InputError naming it.
-    """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise InputError(path, "checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # the optimiser state stays off the GPU
-    except Exception as e:  # torch raises many kinds here (UnpicklingError, EOFError, RuntimeError from the zip)
-        raise InputError(path, f"not a dualnet checkpoint ({type(e).__name__}: {_one_line(e)})") from None
-    if not isinstance(state, dict) or not {"model", "config"} <= state.keys():
-        raise InputError(path, "not a dualnet checkpoint (a torch file without 'model' and 'config')")
-    try:
-        return model_from_state(state).to(device), state
-    except Exception as e:  # a config or weights this version of the model cannot take
-        raise InputError(path, f"not a dualnet checkpoint this version can load ({type(e).__name__}: "
-                               f"{_one_line(e)})") from None
-
-
-def _one_line(error: Exception, limit: int = 200) -> str:
-    """An exception's message on one line (load_state_dict's lists every key on its own line), at most `limit`
-    characters."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def load_model(checkpoint: str | Path, device: str = "cpu") -> MicroDualNet:
-    """A model from a checkpoint this stage wrote (see `load_checkpoint`)."""
-    return load_checkpoint(checkpoint, device)[0]

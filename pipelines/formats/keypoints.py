@@ -1,6 +1,6 @@
 """Loading cached keypoints: as numpy arrays for the model, as pandas DataFrames for analysis.
 
-    >>> from pipelines.keypoints import KeypointSet
+    >>> from pipelines.formats.keypoints import KeypointSet
     >>> kps = KeypointSet("cache")              # the outputs of `dualnet extract` with default parameters
     >>> kps.names()                             # the videos in the store
     >>> clip = kps.load("B1_nodding__0019_02_0078")
@@ -17,15 +17,13 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from pipelines import extract, import_poses
 from pipelines.errors import StoreError
-from pipelines.extract import ExtractParams
-from pipelines.import_poses import ImportParams
-from pipelines.integrity import is_checksum_error, missing
-from pipelines.keypoint_packs import KEYPOINT_ARRAYS, KeypointIndex
+from pipelines.formats.keypoint_packs import KEYPOINT_ARRAYS, KeypointIndex
+from pipelines.formats.params import EXTRACT_STAGE, IMPORT_STAGE, ExtractParams, ImportParams, extract_key, import_key
 from pipelines.store import StageOutput, Store, safe_name
+from pipelines.store.integrity import is_checksum_error, missing
 
-KEYPOINT_STAGES = (extract.STAGE, import_poses.STAGE)
+KEYPOINT_STAGES = (EXTRACT_STAGE, IMPORT_STAGE)
 
 
 @dataclass
@@ -58,11 +56,11 @@ class KeypointSet:
         if key is not None:
             found = [self.store.stage(st, key) for st in KEYPOINT_STAGES
                      if (self.store.root / st / key / "stage.json").exists()]
-            self.output: StageOutput = found[0] if found else self.store.stage(extract.STAGE, key)
+            self.output: StageOutput = found[0] if found else self.store.stage(EXTRACT_STAGE, key)
         elif isinstance(params, ImportParams):
-            self.output = self.store.stage(import_poses.STAGE, import_poses.stage_key(params))
+            self.output = self.store.stage(IMPORT_STAGE, import_key(params))
         else:
-            self.output = self.store.stage(extract.STAGE, extract.stage_key(params or ExtractParams()))
+            self.output = self.store.stage(EXTRACT_STAGE, extract_key(params or ExtractParams()))
         self.manifest = self.output.manifest()  # raises StoreError naming the store when absent
         self.index = KeypointIndex(self.output)
         self._packs: dict[str, dict[str, zarr.Array]] = {}  # array handles, opened once per pack
@@ -155,7 +153,7 @@ class KeypointSet:
         )
 
     def load_clip(self, clip) -> VideoKeypoints:
-        """The keypoints of a dataset clip (`pipelines.datasets.Clip`): its source item, cut to its frame range."""
+        """The keypoints of a dataset clip (`pipelines.data.datasets.Clip`): its source item, cut to its frame range."""
         return self.load(Path(clip.source).stem, clip.start, clip.end)
 
     def dataframe(self, names: list[str] | str | None = None) -> pd.DataFrame:

@@ -22,8 +22,8 @@ from dualnet.entities import get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
 from pipelines.errors import InputError
+from pipelines.formats.params import TubeParams
 from pipelines.store import write_file_atomic
-from pipelines.tubes import TubeParams
 
 OPSET = 17
 
@@ -64,7 +64,7 @@ def example_inputs(model: MicroDualNet, tube_params: TubeParams, batch: int = 2,
 
 def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
     """Write `checkpoint` as ONNX at `out` (and ``<out>.json`` with its inputs, classes and data parameters)."""
-    from pipelines.predict import Predictor
+    from pipelines.formats.checkpoints import Predictor
 
     out = Path(out)
     if out.is_dir():
@@ -97,7 +97,7 @@ def compare_onnx(checkpoint: str | Path, onnx_path: str | Path, batch: int = 3, 
     """Largest absolute difference between ONNX Runtime's and torch's logits on a random batch."""
     import onnxruntime as ort
 
-    from pipelines.train import load_model
+    from pipelines.formats.checkpoints import load_model
 
     model = load_model(checkpoint).eval()
     meta = json.loads(Path(f"{onnx_path}.json").read_text())

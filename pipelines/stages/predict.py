@@ -31,17 +31,15 @@ import torch
 
 from dualnet.entities import entity_boxes, get_entity_set
 from dualnet.layouts import get_layout
-from dualnet.model import MicroDualNet
-from pipelines.crops import crop_boxes, letterbox, sample_indices
+from pipelines.data.clips import segment_indices
+from pipelines.data.crops import crop_boxes, letterbox, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
-from pipelines.extract import ExtractParams, run_extract
-from pipelines.hashing import hash_file, stable_hash
-from pipelines.keypoints import KeypointSet
-from pipelines.sources import resolve_sources
+from pipelines.formats.checkpoints import Predictor
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.hashing import stable_hash
+from pipelines.io.sources import resolve_sources
+from pipelines.io.video import iter_frames
 from pipelines.store import Shard, Store, safe_name, write_file_atomic, write_json_atomic
-from pipelines.train import load_checkpoint, segment_indices
-from pipelines.tubes import TubeParams
-from pipelines.video import iter_frames
 
 STAGE = "predict"
 VERSION = 2  # 2: windows record the share of frames with the subject (`subject`)
@@ -69,56 +67,6 @@ class PredictParams:
             raise ValueError("min_score must lie in [0, 1]")
         if self.batch_size < 1 or self.top_k < 1:
             raise ValueError("batch_size and top_k must be >= 1")
-
-
-@dataclass
-class Predictor:
-    """A checkpoint with what is needed to turn video into its inputs: tube and pose parameters, class names."""
-
-    model: MicroDualNet
-    checkpoint: Path
-    fingerprint: str
-    classes: list[str]
-    tube_params: TubeParams
-    extract_params: ExtractParams
-
-    @classmethod
-    def load(cls, checkpoint: str | Path, store: Store | None = None, device: str = "cpu",
-             check_layout: bool = True) -> Predictor:
-        """Load `checkpoint`; inputs are made as its training inputs were (older checkpoints: defaults).
-
-        Args:
-            store: Memoises the checkpoint's content fingerprint (else it is hashed here).
-            check_layout: Require a model that a pose backend can feed from video (predict does; export need not).
-        """
-        checkpoint = Path(checkpoint)
-        model, state = load_checkpoint(checkpoint, device)
-        config = model.config
-        data = state.get("data") or {}
-        tubes = data.get("tubes") or {}
-        tube_params = TubeParams(**{k: v for k, v in tubes.items() if k in TubeParams.__dataclass_fields__})
-        if tube_params.entity_set != config.entity_set:
-            tube_params = TubeParams(entity_set=config.entity_set)
-        keypoints = data.get("keypoints") or {}
-        extract_fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in keypoints.get("params", {}).items()
-                          if k in ExtractParams.__dataclass_fields__} if keypoints.get("stage") == "extract" else {}
-        extract_params = ExtractParams(**extract_fields)
-        if check_layout and keypoints.get("stage", "extract") != "extract":
-            raise InputError(checkpoint, f"was trained on imported keypoints ({keypoints.get('layout')}); predict "
-                                         "runs a pose model on video, so it needs a model trained on `extract` output")
-        if check_layout and extract_params.layout != config.layout:
-            raise InputError(checkpoint, f"model layout {config.layout!r} is not what any pose backend gives "
-                                         "(mediapipe_holistic, coco_wholebody)")
-        classes = state.get("classes") or [f"class_{i}" for i in range(config.num_classes)]
-        if store is None:
-            fingerprint = hash_file(checkpoint)
-        else:
-            fingerprints = store.fingerprints()
-            try:
-                fingerprint = fingerprints.fingerprint(checkpoint)
-            finally:
-                fingerprints.close()
-        return cls(model, checkpoint, fingerprint, list(classes), tube_params, extract_params)
 
 
 def stage_key(predictor: Predictor, params: PredictParams, keypoints_key: str) -> str:
@@ -413,12 +361,14 @@ def plot_timeline(prediction: VideoPrediction, classes: list[str], path: Path, t
 def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | Path | None = None,
                 params: PredictParams = PredictParams(), out_dir: str | Path | None = None,
                 people: str | Path | None = None, plot: bool = True, device: str = "cpu",
-                progress: PredictProgress | None = None, extract_progress=None) -> PredictReport:
+                progress: PredictProgress | None = None, extract_progress=None, *, extract) -> PredictReport:
     """Timelines and summaries of every video `inputs` names (files, folders, globs, list files).
 
     Writes per video ``<out_dir>/<video>/{timeline.csv, timeline.parquet, summary.csv, timeline.png}``, and
     ``<out_dir>/summary.csv`` over all videos (plus ``summary_by_person.csv`` with a `people` CSV). Default
     `out_dir`: ``<store>/predict/<key>/results``. Bad videos fail alone with a one-line reason.
+    `extract`: the `extract` stage's `run_extract`, passed in by `pipelines.experiment` (a stage never imports
+    another).
     """
     store = store if isinstance(store, Store) else Store(store)
     progress = progress or PredictProgress()
@@ -428,8 +378,8 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
     sources = resolve_sources(inputs)
     # Videos scored here are kept apart from any dataset's items (a file named like a training clip must not
     # replace it), and a changed video under a known name is simply extracted again.
-    extract_report = run_extract(inputs, store, predictor.extract_params, progress=extract_progress,
-                                 namespace=STAGE, replace_changed=True)
+    extract_report = extract(inputs, store, predictor.extract_params, progress=extract_progress,
+                             namespace=STAGE, replace_changed=True)
     keypoints = KeypointSet(store, key=extract_report.key)
     key = stage_key(predictor, params, extract_report.key)
     report = PredictReport(key, failed=dict(extract_report.failed))

@@ -34,8 +34,8 @@ from typing import Any
 
 from pipelines.errors import StoreError, StoreLockedError
 from pipelines.hashing import FingerprintCache, stable_hash
-from pipelines.integrity import damaged
 from pipelines.kill_points import kill_point
+from pipelines.store.integrity import damaged
 
 DEFAULT_STORE = "cache"
 STORE_ENV = "DUALNET_STORE"

@@ -1,10 +1,5 @@
-"""The `tubes` stage: from each clip's keypoints, one crop tube per body-part entity over sampled frames, cut once
-from the video and cached, so training never decodes video again.
-
-Storage: clips are written in *packs* of up to `pack_size` clips, one zarr group per pack whose arrays are sharded
-(one file per array per pack, one inner chunk per clip): a 20,000-clip dataset is a few thousand files, and reading
-one clip reads only its chunk. A pack is written under ``tmp/`` and moved into ``items/`` whole, so a killed run
-loses at most the pack in progress; a re-run skips every clip already in a pack with the same source fingerprint.
+"""Tube packs, what the `tubes` stage (`pipelines.stages.tubes`) writes: clips in packs of up to `pack_size`, one
+zarr group per pack, every array sharded into one file per pack with one chunk per clip; `TubeSet` reads them.
 
 Per clip (F sampled frames, K entities, S entity size, G global size, V keypoints):
     tubes (F, K, 3, S, S) uint8, frames (F, 3, G, G) uint8 (letterboxed), boxes (F, K, 4) float32 source pixels,
@@ -17,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,48 +23,19 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
-from dualnet.entities import entity_boxes, get_entity_set
-from dualnet.layouts import get_layout
-from pipelines.crops import crop_boxes, letterbox, sample_indices
-from pipelines.errors import DualnetError, InputError, StoreError
-from pipelines.hashing import stable_hash
-from pipelines.integrity import array_options, is_checksum_error, missing
-from pipelines.keypoints import KeypointSet
-from pipelines.kill_points import kill_point
-from pipelines.store import Shard, StageOutput, Store
-from pipelines.video import iter_frames
+from dualnet.entities import get_entity_set
+from pipelines.errors import StoreError
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import TUBES_STAGE as STAGE
+from pipelines.formats.params import TubeParams
+from pipelines.formats.params import tubes_key as stage_key
+from pipelines.store import StageOutput, Store
+from pipelines.store.integrity import array_options, is_checksum_error, missing
 
-STAGE = "tubes"
-VERSION = 2  # 2: frames upright by the video's rotation (video.iter_frames)
 ARRAYS = ("tubes", "frames", "boxes", "visible", "padding", "keypoints", "frame_index")
 LARGE = ("tubes", "frames", "keypoints")  # read per clip (one chunk each)
 SMALL = ("boxes", "visible", "padding", "frame_index")  # ~2 KB a clip: read whole once per pack, kept in memory
 IMAGE_CODEC = BloscCodec(cname="lz4hc", clevel=5, shuffle="noshuffle")
-
-
-@dataclass(frozen=True)
-class TubeParams:
-    """What changes the tubes; all of it goes into the stage key (with the keypoint stage's key)."""
-
-    frames: int = 16  # frames sampled uniformly over each clip; training draws its T = 8 segments from these
-    size: int = 112  # entity crop side in pixels
-    global_size: int = 224  # side of the letterboxed global frame (the TSM convention)
-    entity_set: str = "k6"  # k6: face, head, torso, hands, lower body (MA-52); k5: no lower body (iMiGUE)
-    smooth_sigma: float = 1.0  # temporal smoothing of boxes, in frames of the source video
-    pack_size: int = 128  # clips per pack (one file per array); 20,000 clips -> 157 packs, 2,200 files
-
-    def __post_init__(self) -> None:
-        if self.frames < 1 or self.size < 8 or self.global_size < 8 or self.pack_size < 1:
-            raise ValueError("frames >= 1, size >= 8, global_size >= 8 and pack_size >= 1 are required")
-        get_entity_set(self.entity_set)
-
-
-def stage_key(params: TubeParams, keypoints: StageOutput) -> str:
-    """The tubes key: stage, version, parameters (less `pack_size`, which changes files, not content) and the
-    keypoint output's key."""
-    content = {k: v for k, v in asdict(params).items() if k != "pack_size"}
-    return stable_hash({"stage": STAGE, "version": VERSION, "params": content,
-                        "inputs": {keypoints.stage: keypoints.key}})
 
 
 @dataclass
@@ -80,41 +45,6 @@ class ClipTubes:
     name: str
     arrays: dict[str, np.ndarray]
     meta: dict  # width, height, fps, num_frames, layout, global letterbox (scale, pad_x, pad_y), fingerprint
-
-
-def make_clip_tubes(name: str, keypoints_set: KeypointSet, params: TubeParams, video: str | Path) -> ClipTubes:
-    """Boxes from the keypoints, then crops from the video at the sampled frames."""
-    clip = keypoints_set.load(name)
-    layout = get_layout(clip.layout)
-    entities = get_entity_set(params.entity_set)
-    t = len(clip.timestamps)
-    if clip.width is None or clip.height is None:
-        raise InputError(video, "the keypoints do not record the frame size; tubes need the source video's")
-    boxes, visible = entity_boxes(clip.keypoints.astype(np.float64), layout, entities, (clip.width, clip.height),
-                                  params.smooth_sigma)
-    index = sample_indices(t, params.frames)
-    wanted = {int(i) for i in index}
-    decoded: dict[int, np.ndarray] = {}
-    count = 0
-    for count, (_, rgb) in enumerate(iter_frames(video), 1):
-        if count - 1 in wanted:
-            decoded[count - 1] = rgb
-    if count != t:
-        raise InputError(video, f"has {count} frames but its keypoints have {t}: not the video they came from")
-    k, f = len(entities), params.frames
-    tubes = np.zeros((f, k, 3, params.size, params.size), np.uint8)
-    frames = np.zeros((f, 3, params.global_size, params.global_size), np.uint8)
-    padding = np.zeros((f, k, 4), np.int16)
-    letter = (1.0, 0, 0)
-    for j, i in enumerate(index):
-        tubes[j], padding[j] = crop_boxes(decoded[int(i)], boxes[i], params.size)
-        frames[j], *letter = letterbox(decoded[int(i)], params.global_size)
-    arrays = {"tubes": tubes, "frames": frames, "boxes": boxes[index].astype(np.float32),
-              "visible": visible[index], "padding": padding, "keypoints": clip.keypoints[index].astype(np.float32),
-              "frame_index": index.astype(np.int32)}
-    meta = {"name": name, "width": clip.width, "height": clip.height, "fps": clip.fps, "num_frames": t,
-            "layout": clip.layout, "global_letterbox": [float(letter[0]), int(letter[1]), int(letter[2])]}
-    return ClipTubes(name, arrays, meta)
 
 
 class TubePack:
@@ -184,106 +114,8 @@ def pack_index(output: StageOutput, damaged: dict[str, str] | None = None) -> di
     return index
 
 
-def _new_pack_name() -> str:
+def new_pack_name() -> str:
     return f"p{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
-
-
-class TubeProgress:
-    """Callbacks of `run_tubes` (the CLI draws them with Rich)."""
-
-    def start(self, clips: int, skipped: int) -> None:
-        """`clips` to do, `skipped` already done."""
-
-    def item(self, name: str, error: str | None) -> None:
-        """Clip `name` is done (or failed with a one-line `error`)."""
-
-
-@dataclass
-class TubeReport:
-    key: str
-    processed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    packs: int = 0
-    seconds: float = 0.0
-
-
-def run_tubes(store: Store | str | Path | None = None, params: TubeParams = TubeParams(),
-              keypoints: KeypointSet | None = None, names: list[str] | None = None,
-              video_root: str | Path | None = None, progress: TubeProgress | None = None) -> TubeReport:
-    """Cut and cache entity tubes for the clips of a keypoint output (default: `extract` with default parameters).
-
-    Args:
-        names: Only these clips (default: every clip of the keypoint output).
-        video_root: Find each video as ``<video_root>/<source file name>`` instead of its recorded path (for a store
-            moved to another machine).
-    """
-    store = store if isinstance(store, Store) else Store(store)
-    progress = progress or TubeProgress()
-    started = time.perf_counter()
-    keypoints = keypoints or KeypointSet(store)
-    key = stage_key(params, keypoints.output)
-    report = TubeReport(key)
-    output = store.stage(STAGE, key)
-    shard = Shard()
-    wanted = names if names is not None else keypoints.names()
-    with store.lock(shard):
-        tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": asdict(params), "packed": True,
-                              "inputs": {keypoints.output.stage: keypoints.output.key}}, shard)
-        store.set_ref(STAGE, key, asdict(params))
-        output.record_run(shard, wanted)
-        done = pack_index(output)
-        todo = []
-        for name in wanted:
-            attrs = keypoints.attributes(name)
-            fingerprint = attrs["source_fingerprint"]
-            if name in done and done[name][2] == fingerprint:
-                report.skipped.append(name)
-            else:
-                video = Path(video_root) / attrs["source_name"] if video_root else Path(attrs["source_path"])
-                todo.append((name, fingerprint, video))
-        progress.start(len(todo), len(report.skipped))
-        pending = TubePack(params.pack_size)
-
-        def flush() -> None:
-            if not len(pending):
-                return
-            pack = _new_pack_name()
-            try:
-                write_pack(tmp / pack, pending, params)
-                kill_point("tubes.pack_written")
-                output.commit(tmp / pack, pack)
-                kill_point("tubes.pack_committed")
-            except OSError as e:
-                shutil.rmtree(tmp / pack, ignore_errors=True)  # give back what the half pack took (a full disk)
-                raise StoreError(f"{output.path}: cannot write pack {pack} ({e.strerror or e})") from e
-            for meta in pending.metas:
-                output.clear_failure(meta["name"])
-                report.processed.append(meta["name"])
-            report.packs += 1
-            pending.clear()
-
-        for name, fingerprint, video in todo:
-            try:
-                clip = make_clip_tubes(name, keypoints, params, video)
-            except DualnetError as e:
-                output.record_failure(name, str(video), str(e))
-                report.failed[name] = str(e)
-                progress.item(name, str(e))
-                continue
-            clip.meta["fingerprint"] = fingerprint
-            pending.add(clip)
-            kill_point("tubes.clip")
-            progress.item(name, None)
-            if len(pending) >= params.pack_size:
-                flush()
-        flush()
-        for pack in output.item_names():  # damaged packs: their clips were redone above
-            if missing(output.items_dir / pack, ARRAYS) is not None:
-                output.remove_item(pack, tmp)
-        output.finish(shard)
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 class TubeSet:
@@ -385,3 +217,5 @@ async def _gather(arrays: list[zarr.Array], selection) -> list[np.ndarray]:
 
 def count_files(path: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(path))
+
+

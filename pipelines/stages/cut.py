@@ -19,7 +19,7 @@ import av
 import numpy as np
 from av.sidedata.sidedata import Type
 
-from pipelines.datasets import Clip
+from pipelines.data.datasets import Clip
 from pipelines.errors import DualnetError, InputError
 from pipelines.hashing import hash_file
 from pipelines.store import write_json_atomic

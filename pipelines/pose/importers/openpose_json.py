@@ -12,7 +12,7 @@ import numpy as np
 
 from dualnet.layouts import OPENPOSE_BODY25_FACE_HANDS
 from pipelines.errors import InputError
-from pipelines.importers import ImportedClip, people_to_subject
+from pipelines.pose.importers import ImportedClip, people_to_subject
 
 # (JSON field, first keypoint index in the layout, number of keypoints)
 PARTS = (("pose_keypoints_2d", 0, 25), ("face_keypoints_2d", 25, 70), ("hand_left_keypoints_2d", 95, 21),

@@ -17,45 +17,16 @@ import numpy as np
 
 from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError
+from pipelines.formats.keypoint_items import item_attrs
+from pipelines.formats.keypoint_packs import KeypointIndex, PackWriter
+from pipelines.formats.params import IMPORT_STAGE as STAGE
+from pipelines.formats.params import IMPORT_VERSION as VERSION
+from pipelines.formats.params import ImportParams
+from pipelines.formats.params import import_key as stage_key
 from pipelines.hashing import FingerprintCache, stable_hash
-from pipelines.importers import ImportedClip
-from pipelines.keypoint_format import item_attrs
-from pipelines.keypoint_packs import KeypointIndex, PackWriter
 from pipelines.kill_points import kill_point
+from pipelines.pose.importers import ImportedClip
 from pipelines.store import MAX_ITEM_NAME, Shard, Store, safe_name
-
-STAGE = "import"
-VERSION = 2  # 2: clip names with characters outside [A-Za-z0-9._-] carry a hash (store.safe_name)
-FORMATS = ("openpose", "pyskl", "jhmdb", "miga")
-
-
-@dataclass(frozen=True)
-class ImportParams:
-    """What changes the imported keypoints; all of it goes into the stage key."""
-
-    format: str  # openpose | pyskl | jhmdb | miga
-    layout: str = ""  # pyskl, miga: the layout of their V joints (a name such as ma52_28, or a layout .json file)
-    labels: str = ""  # miga: the label pickle beside the (N, 3, T, V, 1) array
-    fps: float = 30.0  # frame rate for timestamps (the formats do not record it; iMiGUE is ~25)
-    dtype: str = "float32"  # stored keypoint dtype
-
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
-        if self.format in ("pyskl", "miga"):
-            if not self.layout:
-                raise ValueError(f"{self.format} needs --layout (the joint layout of its V keypoints)")
-            get_layout(self.layout)  # KeyError lists the known layouts
-        if self.format == "miga" and not self.labels:
-            raise ValueError("miga needs --labels (the label pickle of the arrays)")
-        if self.fps <= 0:
-            raise ValueError("fps must be positive")
-        if self.dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype {self.dtype!r} is not one of float32, float16")
-
-
-def stage_key(params: ImportParams) -> str:
-    return stable_hash({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {}})
 
 
 @dataclass
@@ -71,7 +42,7 @@ def _sources(source: Path, params: ImportParams, fingerprints: FingerprintCache
              ) -> Iterable[tuple[str, str, object]]:
     """(fingerprint, source path, loader) per unit of input: a pickle file, or one OpenPose clip folder."""
     if params.format == "openpose":
-        from pipelines.importers.openpose_json import clip_folders
+        from pipelines.pose.importers.openpose_json import clip_folders
 
         for folder in clip_folders(source):
             files = sorted(folder.glob("*.json"))
@@ -91,15 +62,15 @@ def _sources(source: Path, params: ImportParams, fingerprints: FingerprintCache
 
 def _read(unit: Path, params: ImportParams) -> list[ImportedClip]:
     if params.format == "openpose":
-        from pipelines.importers.openpose_json import read_clip
+        from pipelines.pose.importers.openpose_json import read_clip
 
         return [read_clip(unit, params.fps)]
-    from pipelines.importers.pyskl_pickle import read_jhmdb, read_pyskl
+    from pipelines.pose.importers.pyskl_pickle import read_jhmdb, read_pyskl
 
     if params.format == "jhmdb":
         return read_jhmdb(unit, params.fps)
     if params.format == "miga":
-        from pipelines.importers.miga_arrays import read_miga
+        from pipelines.pose.importers.miga_arrays import read_miga
 
         return read_miga(unit, Path(params.labels), get_layout(params.layout), params.fps)
     return read_pyskl(unit, get_layout(params.layout), params.fps)

@@ -31,10 +31,10 @@ import numpy as np
 import zarr
 
 from pipelines.errors import StoreError
-from pipelines.integrity import array_options, is_checksum_error, missing
-from pipelines.keypoint_format import item_attributes, item_fingerprint
+from pipelines.formats.keypoint_items import item_attributes, item_fingerprint
 from pipelines.kill_points import kill_point
 from pipelines.store import PACK_PREFIX, StageOutput, safe_name
+from pipelines.store.integrity import array_options, is_checksum_error, missing
 
 KEYPOINT_ARRAYS = ("keypoints", "detected", "timestamps")  # the arrays of every item and pack
 PACK_ITEMS = 256  # items per pack: MA-52's 22,422 clips -> 88 packs of 7 files

@@ -14,7 +14,7 @@ import numpy as np
 
 from dualnet.layouts import JHMDB_15, Layout
 from pipelines.errors import InputError
-from pipelines.importers import ImportedClip, people_to_subject
+from pipelines.pose.importers import ImportedClip, people_to_subject
 
 
 def load_pickle(path: Path) -> object:

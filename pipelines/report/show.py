@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from dualnet.layouts import get_layout
-from pipelines.tubes import TubeSet
-from pipelines.video import iter_frames
+from pipelines.formats.tube_packs import TubeSet
+from pipelines.io.video import iter_frames
 
 ENTITY_COLOURS = ("#e6194b", "#f58231", "#3cb44b", "#4363d8", "#911eb4", "#42d4f4")
 
@@ -77,7 +77,7 @@ def render_clip(tubes: TubeSet, name: str, out: str | Path, context_frames: int 
 
 def _source_frames(tubes: TubeSet, name: str, indices: np.ndarray) -> list[np.ndarray] | None:
     """The full-resolution source frames at `indices`, or None when the video is no longer where it was."""
-    from pipelines.keypoints import KeypointSet
+    from pipelines.formats.keypoints import KeypointSet
 
     try:
         kps = KeypointSet(tubes.store, key=tubes.manifest["inputs"]["extract"])

@@ -9,16 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from dualnet.entities import get_entity_set
+from pipelines.data.clips import LabelledClips, make_dataset, predict
 from pipelines.errors import InputError
-from pipelines.metrics import evaluate, per_class, write_submission
-from pipelines.report import plot_confusion, plot_curves, plot_per_class_f1, plot_routing, write_report
-from pipelines.store import Store
-from pipelines.train import LabelledClips, TrainParams, load_checkpoint, make_dataset, predict
-from pipelines.tubes import TubeSet
+from pipelines.formats.checkpoints import load_checkpoint
+from pipelines.formats.params import TrainParams
+from pipelines.formats.tube_packs import TubeSet
+from pipelines.report.figures import plot_confusion, plot_curves, plot_per_class_f1, plot_routing, write_report
+from pipelines.report.metrics import evaluate, per_class, write_submission
 
 
 def match_classes(checkpoint: Path, trained: list[str] | None, dataset: list[str], num_outputs: int
@@ -47,33 +47,6 @@ def match_classes(checkpoint: Path, trained: list[str] | None, dataset: list[str
                          ["duplicate class names"]) + "; evaluate on the dataset it was trained on")
     columns = np.array([list(trained).index(c) for c in dataset])
     return columns, f"the dataset lists the model's {len(dataset)} classes in another order: remapped by name"
-
-
-def checkpoint_classes(checkpoint: Path) -> list[str] | None:
-    """The class names a checkpoint was trained on (None when it records none)."""
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # noqa: BLE001 - not a checkpoint: it holds no classes
-        return None
-    return state.get("classes") if isinstance(state, dict) else None
-
-
-def latest_checkpoint(store: Store, classes: list[str]) -> Path:
-    """best.pt of the newest training run whose classes are `classes` (the current run first): a run trained on
-    another dataset is never picked. Raises InputError when there is none."""
-    runs = [store.stage("train", key).path for key in [store.refs().get("train")] if key]
-    others = sorted((o.path for o in store.outputs() if o.stage == "train"),
-                    key=lambda p: (p / "best.pt").stat().st_mtime if (p / "best.pt").exists() else 0, reverse=True)
-    seen = 0
-    for run in runs + [p for p in others if p not in runs]:
-        best = run / "best.pt"
-        if not best.is_file():
-            continue
-        seen += 1
-        if checkpoint_classes(best) == list(classes):
-            return best
-    what = f"none of its {seen} training run(s) was" if seen else "no training run was"
-    raise InputError(store.root, f"{what} trained on this dataset's {len(classes)} classes; pass --checkpoint")
 
 
 def new_report_folder(run_dir: Path, split: str) -> Path:

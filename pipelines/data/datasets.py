@@ -235,7 +235,7 @@ def jhmdb(root: str | Path, split: int = 1) -> ClipIndex:
 
     Clip ids are ``GT_<part>_<split>_<index>``, the item names `import jhmdb` gives the same pickles' clips.
     """
-    from pipelines.importers.pyskl_pickle import load_pickle
+    from pipelines.pose.importers.pyskl_pickle import load_pickle
 
     if split not in (1, 2, 3):
         raise ValueError(f"JHMDB split must be 1, 2 or 3, not {split}")
@@ -256,7 +256,7 @@ def jhmdb(root: str | Path, split: int = 1) -> ClipIndex:
 # -- pyskl pickles and generic CSV ------------------------------------------------------------------------------------
 def pyskl(pickle_path: str | Path, class_names: str | Path | None = None) -> ClipIndex:
     """Clips and splits of a pyskl PoseDataset pickle (a clip in several splits is listed once per split)."""
-    from pipelines.importers.pyskl_pickle import load_pickle
+    from pipelines.pose.importers.pyskl_pickle import load_pickle
 
     path = Path(pickle_path)
     data = load_pickle(path)
@@ -378,7 +378,7 @@ def labelled_clips(index: ClipIndex, split: str, available: set[str], fine_to_co
 
     With `unlabelled`, clips without a label (MA-52's test split) are kept with label -1. Returns None when no
     clip qualifies."""
-    from pipelines.train import LabelledClips
+    from pipelines.data.clips import LabelledClips
 
     clips = [c for c in index.split(split) if item_name(c) in available]
     if unlabelled:

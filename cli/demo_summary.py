@@ -9,7 +9,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.keypoints import KeypointSet
+from pipelines.formats.keypoints import KeypointSet
 
 
 def _found(score: np.ndarray, part: slice) -> str:

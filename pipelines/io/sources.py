@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import InputError
+from pipelines.io.video import VIDEO_SUFFIXES
 from pipelines.store import Shard, safe_name
-from pipelines.video import VIDEO_SUFFIXES
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.integrity import read_problem
-from pipelines.keypoint_packs import KEYPOINT_ARRAYS
+from pipelines.formats.keypoint_packs import KEYPOINT_ARRAYS
+from pipelines.formats.tube_packs import ARRAYS as TUBE_ARRAYS
 from pipelines.store import StageOutput, Store, read_json
-from pipelines.tubes import ARRAYS as TUBE_ARRAYS
+from pipelines.store.integrity import read_problem
 
 ARRAYS_OF_STAGE = {"extract": KEYPOINT_ARRAYS, "import": KEYPOINT_ARRAYS, "tubes": TUBE_ARRAYS}
 

@@ -9,6 +9,9 @@ Tables: ``[dataset]`` (name, protocol, lists/CSV relative to the dataset root, w
 Stages in order: ``cut`` (segments of long videos into clip files; datasets whose clips are frame ranges),
 ``extract``, ``tubes``, ``train``, ``eval``. ``train`` alone may run under torchrun (several GPUs); the other stages
 are single-process and must not.
+
+This module is the one place that chains stages (a stage never imports another): ``run_predict`` gives the
+``predict`` stage the ``extract`` stage it runs first.
 """
 
 from __future__ import annotations
@@ -18,8 +21,13 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.errors import InputError
+
+if TYPE_CHECKING:
+    from pipelines.stages.predict import PredictParams, PredictProgress, PredictReport
+    from pipelines.store import Store
 
 STAGES = ("cut", "extract", "tubes", "train", "eval")
 
@@ -61,7 +69,7 @@ class RunReport:
 
 
 def _index(config: dict, root: Path):
-    from pipelines.datasets import imigue, load_index
+    from pipelines.data.datasets import imigue, load_index
 
     ds = config.get("dataset", {})
     name = ds.get("name")
@@ -82,7 +90,7 @@ def _clip_videos(config: dict, root: Path, store: Path, index) -> tuple[list[str
     segmented = [c for c in index.clips if c.start is not None or c.end is not None]
     if not segmented:
         return sorted({c.source for c in index.clips}), []
-    from pipelines.segments import cut_segments
+    from pipelines.stages.cut import cut_segments
 
     files, failed = cut_segments(segmented, store / "clips" / index.name)
     lines = [f"cut: {len(files)} segment clip(s) in {store / 'clips' / index.name}, {len(failed)} failed"]
@@ -94,12 +102,14 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
                workers: int = 0) -> RunReport:
     """Run `stages` (default: all) of the experiment `config` describes on the dataset at `root`."""
     import dualnet
-    from pipelines.datasets import check_coverage, labelled_clips
-    from pipelines.extract import ExtractParams, run_extract
-    from pipelines.keypoints import KeypointSet
+    from pipelines.data.datasets import check_coverage, labelled_clips
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.formats.params import ExtractParams, TrainParams, TubeParams
+    from pipelines.formats.tube_packs import TubeSet
+    from pipelines.stages.extract import run_extract
+    from pipelines.stages.train import train
+    from pipelines.stages.tubes import run_tubes
     from pipelines.store import Store
-    from pipelines.train import TrainParams, train
-    from pipelines.tubes import TubeParams, TubeSet, run_tubes
 
     root, store_path = Path(root), Path(store)
     stages = list(stages or STAGES)
@@ -156,7 +166,7 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
             report.lines.append(f"train {result.key}: {verb} -> {result.run_dir}")
         run_dir = result.run_dir if result is not None else None
         if run_dir is None:
-            from pipelines.train import run_key
+            from pipelines.stages.train import run_key
 
             run_dir = st.stage("train", run_key(model, params, tubes, train_clips, val_clips)).path
         report.checkpoint = run_dir / ("best.pt" if (run_dir / "best.pt").exists() else "last.pt")
@@ -168,8 +178,8 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
 def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport) -> None:
     import numpy as np
 
-    from pipelines.datasets import check_coverage, item_name, labelled_clips
-    from pipelines.evaluate import new_report_folder, predict_submission, run_eval
+    from pipelines.data.datasets import check_coverage, item_name, labelled_clips
+    from pipelines.stages.evaluate import new_report_folder, predict_submission, run_eval
 
     ev = config.get("eval", {})
     checkpoint = report.checkpoint
@@ -201,3 +211,16 @@ def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport
                                                    new_report_folder(checkpoint.parent, submission_split),
                                                    classes=index.classes)
             report.lines.append(f"submission ({submission_split}, {len(test.names)} clips) -> {report.submission}")
+
+
+def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | Path | None = None,
+                params: PredictParams | None = None, out_dir: str | Path | None = None,
+                people: str | Path | None = None, plot: bool = True, device: str = "cpu",
+                progress: PredictProgress | None = None, extract_progress=None) -> PredictReport:
+    """`dualnet predict`: the `predict` stage (`pipelines.stages.predict.run_predict`, same arguments), given the
+    `extract` stage it runs first for the videos' pose (cached), since a stage never imports another."""
+    from pipelines.stages import predict
+    from pipelines.stages.extract import run_extract
+
+    return predict.run_predict(inputs, checkpoint, store, params or predict.PredictParams(), out_dir, people, plot,
+                               device, progress, extract_progress, extract=run_extract)

@@ -12,8 +12,8 @@ import numpy as np
 
 from dualnet.layouts import Layout
 from pipelines.errors import InputError
-from pipelines.importers import ImportedClip
-from pipelines.importers.pyskl_pickle import load_pickle
+from pipelines.pose.importers import ImportedClip
+from pipelines.pose.importers.pyskl_pickle import load_pickle
 
 
 def read_labels(path: Path, n: int, stem: str) -> tuple[list[str], list[int]]:

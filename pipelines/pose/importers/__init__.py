@@ -30,7 +30,7 @@ class ImportedClip:
 
 
 def people_to_subject(people_per_frame: list[list[np.ndarray]], layout: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the main subject across frames with several (or no) people; see `pipelines.subject`."""
-    from pipelines.subject import track_main_subject
+    """Keep the main subject across frames with several (or no) people; see `pipelines.pose.subject`."""
+    from pipelines.pose.subject import track_main_subject
 
     return track_main_subject(people_per_frame, layout.num_keypoints, layout.body)

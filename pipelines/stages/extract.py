@@ -21,72 +21,19 @@ from pathlib import Path
 
 from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError, StoreError
-from pipelines.hashing import stable_hash
-from pipelines.keypoint_format import KeypointItemWriter
-from pipelines.keypoint_packs import Compactor, KeypointIndex
+from pipelines.formats.keypoint_items import KeypointItemWriter
+from pipelines.formats.keypoint_packs import Compactor, KeypointIndex
+from pipelines.formats.params import EXTRACT_STAGE as STAGE
+from pipelines.formats.params import EXTRACT_VERSION as VERSION
+from pipelines.formats.params import ExtractParams
+from pipelines.formats.params import extract_key as stage_key
+from pipelines.io.sources import VideoSource, resolve_sources
+from pipelines.io.video import declared_frames, iter_frames, probe, regular_timestamps
 from pipelines.kill_points import kill_point
-from pipelines.sources import VideoSource, resolve_sources
+from pipelines.pose.subject import StreamingSubjectTracker
 from pipelines.store import MAX_ITEM_NAME, Shard, StageOutput, Store
-from pipelines.subject import StreamingSubjectTracker
-from pipelines.video import declared_frames, iter_frames, probe, regular_timestamps
 
-STAGE = "extract"
-VERSION = 3  # bump when a code change alters what this stage writes: it changes every extract key
-# 2: the subject is tracked in blocks of TRACK_BLOCK frames and items are written as they go (long videos)
-# 3: frames are turned upright by the container's rotation (phone videos), recorded as the `rotation` attribute
 TRACK_BLOCK = 256  # frames the subject tracker resolves at once: 8.5 s at 30 fps, so a 1-3 s clip is one block
-BACKENDS = ("mediapipe", "rtmlib")
-DTYPES = ("float32", "float16")
-
-
-@dataclass(frozen=True)
-class ExtractParams:
-    """Everything that changes what `extract` writes; all of it goes into the stage key."""
-
-    backend: str = "mediapipe"  # pose model: MediaPipe Holistic (33 body + 2x21 hands + 468 face points)
-    model_complexity: int = 1  # MediaPipe pose landmark model 0 (lite), 1 (full, its default) or 2 (heavy)
-    min_detection_confidence: float = 0.5  # MediaPipe's default person-detection threshold
-    min_tracking_confidence: float = 0.5  # MediaPipe's default; below it the tracker re-detects
-    dtype: str = "float32"  # stored keypoint dtype; float16 halves the store at ~0.5 px error on 1080p frames
-    max_jump: float = 0.5  # main-subject tracking: largest per-frame centre jump, in body sizes
-    det_model: str = ""  # rtmlib: detector ONNX path or URL ("" = rtmlib's Wholebody default, YOLOX-m)
-    pose_model: str = ""  # rtmlib: whole-body pose ONNX path or URL ("" = rtmlib's default, RTMW-x 256x192)
-    det_input_size: tuple[int, int] = (640, 640)  # rtmlib: detector input (h, w), its default
-    pose_input_size: tuple[int, int] = (192, 256)  # rtmlib: pose input (w, h), its default for RTMW 256x192
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        if self.model_complexity not in (0, 1, 2):
-            raise ValueError(f"model_complexity must be 0, 1 or 2, not {self.model_complexity}")
-        for name in ("min_detection_confidence", "min_tracking_confidence"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1]")
-        if self.max_jump <= 0:
-            raise ValueError("max_jump must be positive")
-
-    @property
-    def layout(self) -> str:
-        return "coco_wholebody" if self.backend == "rtmlib" else "mediapipe_holistic"
-
-
-MEDIAPIPE_ONLY = ("model_complexity", "min_detection_confidence", "min_tracking_confidence")
-RTMLIB_ONLY = ("det_model", "pose_model", "det_input_size", "pose_input_size")
-
-
-def backend_params(params: dict) -> dict:
-    """The recorded ExtractParams fields that matter to the run's backend (the other backend's fields are recorded
-    too, at their defaults, but change nothing)."""
-    unused = MEDIAPIPE_ONLY if params.get("backend") == "rtmlib" else RTMLIB_ONLY
-    return {k: v for k, v in params.items() if k not in unused}
-
-
-def stage_key(params: ExtractParams, namespace: str = "") -> str:
-    """The store key of `extract` outputs made with `params` (in `namespace`, see `run_extract`)."""
-    return stable_hash({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {},
-                        **({"namespace": namespace} if namespace else {})})
 
 
 def stage_output(store: Store, params: ExtractParams) -> StageOutput:
@@ -121,7 +68,7 @@ class ExtractReport:
 def make_estimator(params: ExtractParams, models_dir: Path | None = None):
     """The pose estimator `params` names; rtmlib models given as URLs are fetched once into `models_dir`."""
     if params.backend == "rtmlib":
-        from pipelines.models import resolve_model
+        from pipelines.io.downloads import resolve_model
         from pipelines.pose import rtmlib_wholebody as rtm
 
         models_dir = models_dir if models_dir is not None else Path("cache") / "models"

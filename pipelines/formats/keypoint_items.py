@@ -15,7 +15,7 @@ import numpy as np
 import zarr
 
 from dualnet.layouts import Layout
-from pipelines.integrity import array_options
+from pipelines.store.integrity import array_options
 
 CHUNK_FRAMES = 256  # frames per zarr chunk: one chunk for a 1-3 s clip, bounded reads for long videos
 

@@ -1,0 +1,1 @@
+"""Dataset clip indexes, crops, and clip datasets that feed the model."""

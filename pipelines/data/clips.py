@@ -1,0 +1,183 @@
+"""Labelled clips as model inputs: TSM segment sampling, the datasets over tubes or keypoints, batched augmentation,
+and scores over a loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dualnet.config import ModelConfig
+from dualnet.entities import flip_order, get_entity_set
+from dualnet.layouts import get_layout
+from dualnet.model import MicroDualNet
+from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_clip, jitter_crops
+from pipelines.formats.params import TrainParams
+from pipelines.formats.tube_packs import TubeSet
+
+
+@dataclass(frozen=True)
+class LabelledClips:
+    """Clip names (items of a TubeSet) with their labels, for one split."""
+
+    names: tuple[str, ...]
+    labels: tuple[int, ...]
+    coarse: tuple[int, ...] | None = None
+
+
+def segment_indices(available: int, count: int, train: bool, rng: np.random.Generator | None = None,
+                    temporal_crop: float = 0.0) -> np.ndarray:
+    """TSM segment sampling: `count` segments over `available` cached frames, a random frame in each (training) or
+    the centre of each (evaluation). With `temporal_crop` (training only) the segments cover a random sub-span of
+    at least 1 - temporal_crop of the frames. Indices are in range and non-decreasing."""
+    lo, hi = 0.0, float(available)
+    if train and rng is not None and temporal_crop > 0:
+        span = available * (1 - temporal_crop * rng.random())
+        lo = rng.random() * (available - span)
+        hi = lo + span
+    edges = np.linspace(lo, hi, count + 1)
+    if train and rng is not None:
+        picks = edges[:-1] + rng.random(count) * (edges[1:] - edges[:-1])
+    else:
+        picks = (edges[:-1] + edges[1:]) / 2
+    return np.minimum(picks.astype(int), available - 1)
+
+
+def augment(batch: dict) -> dict:
+    """Apply the crop and colour jitter a training batch carries (drawn per clip by the dataset: ``crop`` (B, K, 3)
+    windows, ``colour`` (B, 2) brightness and contrast) on the batch's device, so data loader workers only read
+    and select frames."""
+    if "crop" in batch:
+        batch["tubes"] = jitter_crops(batch["tubes"], batch.pop("crop"))
+    if "colour" in batch:
+        brightness, contrast = batch.pop("colour").unbind(-1)
+        batch["tubes"] = colour_jitter(batch["tubes"], brightness, contrast)
+        batch["frames"] = colour_jitter(batch["frames"], brightness, contrast)
+    return batch
+
+
+class ClipDataset(Dataset):
+    """Samples of T frames from cached tubes, flipped in training, with the crop and colour jitter to apply drawn
+    (`augment` applies them to the batch on the training device).
+
+    Randomness comes from a generator seeded by (seed, epoch, index), so a sample is the same whichever worker
+    draws it and whether or not the run was resumed.
+    """
+
+    def __init__(self, tubes: TubeSet, clips: LabelledClips, config: ModelConfig, params: TrainParams,
+                 train: bool):
+        self.tubes, self.clips, self.config, self.params, self.train = tubes, clips, config, params, train
+        self.entities = get_entity_set(config.entity_set)
+        self.layout = get_layout(config.layout)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.clips.names)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.params.seed, self.epoch, i])
+        a = self.tubes.load(self.clips.names[i])
+        idx = segment_indices(len(a["frame_index"]), self.config.num_frames, self.train, rng,
+                              self.params.temporal_crop)
+        tubes, frames, keypoints, boxes = a["tubes"][idx], a["frames"][idx], a["keypoints"][idx], a["boxes"][idx]
+        if self.train and rng.random() < self.params.flip:
+            tubes, boxes, keypoints, frames = hflip_clip(tubes, boxes, keypoints, a["meta"]["width"], self.entities,
+                                                         self.layout, frames)
+        if self.train and self.params.keypoint_noise > 0:
+            side = float(np.median(boxes[..., 2] - boxes[..., 0]))
+            keypoints = keypoints.copy()
+            keypoints[..., :2] += rng.normal(0, self.params.keypoint_noise * side, keypoints[..., :2].shape)
+        item = {"tubes": torch.from_numpy(np.ascontiguousarray(tubes)),
+                "frames": torch.from_numpy(np.ascontiguousarray(frames)),
+                "keypoints": torch.from_numpy(np.ascontiguousarray(keypoints)).float(),
+                "boxes": torch.from_numpy(np.ascontiguousarray(boxes)).float(),
+                "label": torch.tensor(self.clips.labels[i])}
+        if self.train and self.params.crop_jitter > 0:  # applied to the batch by `augment`
+            item["crop"] = torch.from_numpy(draw_crop_windows(len(self.entities), tubes.shape[-1],
+                                                              self.params.crop_jitter, rng))
+        if self.train and self.params.colour_jitter > 0:
+            item["colour"] = torch.from_numpy((1 + self.params.colour_jitter * (2 * rng.random(2) - 1)
+                                               ).astype(np.float32))
+        if self.clips.coarse is not None:
+            item["coarse"] = torch.tensor(self.clips.coarse[i])
+        return item
+
+
+class KeypointClipDataset(Dataset):
+    """Pose-only samples straight from a keypoint output (no tubes, no video): entity boxes are computed from the
+    keypoints, T frames drawn by TSM segment sampling, flips mirror the keypoints and swap left and right."""
+
+    def __init__(self, keypoints, clips: LabelledClips, config: ModelConfig, params: TrainParams, train: bool):
+        from dualnet.entities import entity_boxes
+
+        self.clips, self.config, self.params, self.train = clips, config, params, train
+        self.entities = get_entity_set(config.entity_set)
+        self.layout = get_layout(config.layout)
+        self.epoch = 0
+        self.items = []  # keypoints are small: load once, boxes once
+        for name in clips.names:
+            clip = keypoints.load(name)
+            kp = clip.keypoints.astype(np.float64)
+            boxes, _ = entity_boxes(kp, self.layout, self.entities, (clip.width or 1, clip.height or 1))
+            self.items.append((kp.astype(np.float32), boxes.astype(np.float32)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.params.seed, self.epoch, i])
+        kp, boxes = self.items[i]
+        idx = segment_indices(len(kp), self.config.num_frames, self.train, rng, self.params.temporal_crop)
+        kp, boxes = kp[idx].copy(), boxes[idx].copy()
+        if self.train and rng.random() < self.params.flip:
+            order = flip_order(self.entities)
+            boxes = np.stack([-boxes[..., 2], boxes[..., 1], -boxes[..., 0], boxes[..., 3]], axis=-1)[:, order]
+            kp[..., 0] = -kp[..., 0]  # mirror about x = 0: the encoder is translation-invariant
+            perm = np.arange(self.layout.num_keypoints)
+            for a, b in self.layout.flip_pairs:
+                perm[a], perm[b] = b, a
+            kp = kp[:, perm]
+        if self.train and self.params.keypoint_noise > 0:
+            side = float(np.median(boxes[..., 2] - boxes[..., 0]))
+            kp[..., :2] += rng.normal(0, self.params.keypoint_noise * side, kp[..., :2].shape)
+        return {"keypoints": torch.from_numpy(kp), "boxes": torch.from_numpy(boxes),
+                "label": torch.tensor(self.clips.labels[i])}
+
+
+def make_dataset(source, clips: LabelledClips, config: ModelConfig, params: TrainParams, train: bool) -> Dataset:
+    """Samples from cached tubes (a TubeSet), or pose-only samples from keypoints (a KeypointSet)."""
+    if isinstance(source, TubeSet):
+        return ClipDataset(source, clips, config, params, train)
+    if config.uses_rgb:
+        raise ValueError(f"modality {config.modality!r} needs tubes; keypoints alone feed only the pose modality")
+    return KeypointClipDataset(source, clips, config, params, train)
+
+
+def model_inputs(batch: dict) -> dict:
+    """The model inputs a batch has (pose-only data has no tubes or frames)."""
+    return {k: batch[k] for k in ("tubes", "frames", "keypoints", "boxes") if k in batch}
+
+
+def batch_to(batch: dict, device: torch.device) -> dict:  # non_blocking: batches come pinned when on CUDA
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model: MicroDualNet, loader: DataLoader, device: torch.device) -> dict[str, np.ndarray]:
+    """Scores, labels and routing weights of every clip the loader yields (evaluation mode)."""
+    model.eval()
+    out: dict[str, list] = {"scores": [], "labels": [], "routing": [], "coarse_scores": [], "coarse": []}
+    for batch in loader:
+        batch = batch_to(batch, device)
+        result = model(**model_inputs(batch))
+        out["scores"].append(result.logits.float().cpu())
+        out["labels"].append(batch["label"].cpu())
+        out["routing"].append(result.routing.float().cpu())
+        if result.coarse_logits is not None and "coarse" in batch:
+            out["coarse_scores"].append(result.coarse_logits.float().cpu())
+            out["coarse"].append(batch["coarse"].cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items() if v}
+
+

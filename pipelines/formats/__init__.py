@@ -1,0 +1,1 @@
+"""Stored output formats: keypoint items and packs, tube packs, checkpoints; their params and keys, readers."""

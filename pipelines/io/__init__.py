@@ -1,0 +1,1 @@
+"""Video decoding, input discovery, downloads: what comes from outside the store."""

@@ -1,0 +1,1 @@
+"""Metrics, the evaluation report and pictures."""

@@ -1,0 +1,1 @@
+"""The stages; a stage never imports another stage (import-linter)."""

@@ -1,0 +1,175 @@
+"""The `tubes` stage: from each clip's keypoints, one crop tube per body-part entity over sampled frames, cut once
+from the video and cached, so training never decodes video again.
+
+Storage: clips are written in *packs* of up to `pack_size` clips, one zarr group per pack whose arrays are sharded
+(one file per array per pack, one inner chunk per clip): a 20,000-clip dataset is a few thousand files, and reading
+one clip reads only its chunk. A pack is written under ``tmp/`` and moved into ``items/`` whole, so a killed run
+loses at most the pack in progress; a re-run skips every clip already in a pack with the same source fingerprint.
+The pack format and its reader, `TubeSet`, are `pipelines.formats.tube_packs`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dualnet.entities import entity_boxes, get_entity_set
+from dualnet.layouts import get_layout
+from pipelines.data.crops import crop_boxes, letterbox, sample_indices
+from pipelines.errors import DualnetError, InputError, StoreError
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import TUBES_STAGE as STAGE
+from pipelines.formats.params import TUBES_VERSION as VERSION
+from pipelines.formats.params import TubeParams
+from pipelines.formats.params import tubes_key as stage_key
+from pipelines.formats.tube_packs import (
+    ARRAYS,
+    ClipTubes,
+    TubePack,
+    new_pack_name,
+    pack_index,
+    write_pack,
+)
+from pipelines.io.video import iter_frames
+from pipelines.kill_points import kill_point
+from pipelines.store import Shard, Store
+from pipelines.store.integrity import missing
+
+
+def make_clip_tubes(name: str, keypoints_set: KeypointSet, params: TubeParams, video: str | Path) -> ClipTubes:
+    """Boxes from the keypoints, then crops from the video at the sampled frames."""
+    clip = keypoints_set.load(name)
+    layout = get_layout(clip.layout)
+    entities = get_entity_set(params.entity_set)
+    t = len(clip.timestamps)
+    if clip.width is None or clip.height is None:
+        raise InputError(video, "the keypoints do not record the frame size; tubes need the source video's")
+    boxes, visible = entity_boxes(clip.keypoints.astype(np.float64), layout, entities, (clip.width, clip.height),
+                                  params.smooth_sigma)
+    index = sample_indices(t, params.frames)
+    wanted = {int(i) for i in index}
+    decoded: dict[int, np.ndarray] = {}
+    count = 0
+    for count, (_, rgb) in enumerate(iter_frames(video), 1):
+        if count - 1 in wanted:
+            decoded[count - 1] = rgb
+    if count != t:
+        raise InputError(video, f"has {count} frames but its keypoints have {t}: not the video they came from")
+    k, f = len(entities), params.frames
+    tubes = np.zeros((f, k, 3, params.size, params.size), np.uint8)
+    frames = np.zeros((f, 3, params.global_size, params.global_size), np.uint8)
+    padding = np.zeros((f, k, 4), np.int16)
+    letter = (1.0, 0, 0)
+    for j, i in enumerate(index):
+        tubes[j], padding[j] = crop_boxes(decoded[int(i)], boxes[i], params.size)
+        frames[j], *letter = letterbox(decoded[int(i)], params.global_size)
+    arrays = {"tubes": tubes, "frames": frames, "boxes": boxes[index].astype(np.float32),
+              "visible": visible[index], "padding": padding, "keypoints": clip.keypoints[index].astype(np.float32),
+              "frame_index": index.astype(np.int32)}
+    meta = {"name": name, "width": clip.width, "height": clip.height, "fps": clip.fps, "num_frames": t,
+            "layout": clip.layout, "global_letterbox": [float(letter[0]), int(letter[1]), int(letter[2])]}
+    return ClipTubes(name, arrays, meta)
+
+
+class TubeProgress:
+    """Callbacks of `run_tubes` (the CLI draws them with Rich)."""
+
+    def start(self, clips: int, skipped: int) -> None:
+        """`clips` to do, `skipped` already done."""
+
+    def item(self, name: str, error: str | None) -> None:
+        """Clip `name` is done (or failed with a one-line `error`)."""
+
+
+@dataclass
+class TubeReport:
+    key: str
+    processed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    packs: int = 0
+    seconds: float = 0.0
+
+
+def run_tubes(store: Store | str | Path | None = None, params: TubeParams = TubeParams(),
+              keypoints: KeypointSet | None = None, names: list[str] | None = None,
+              video_root: str | Path | None = None, progress: TubeProgress | None = None) -> TubeReport:
+    """Cut and cache entity tubes for the clips of a keypoint output (default: `extract` with default parameters).
+
+    Args:
+        names: Only these clips (default: every clip of the keypoint output).
+        video_root: Find each video as ``<video_root>/<source file name>`` instead of its recorded path (for a store
+            moved to another machine).
+    """
+    store = store if isinstance(store, Store) else Store(store)
+    progress = progress or TubeProgress()
+    started = time.perf_counter()
+    keypoints = keypoints or KeypointSet(store)
+    key = stage_key(params, keypoints.output)
+    report = TubeReport(key)
+    output = store.stage(STAGE, key)
+    shard = Shard()
+    wanted = names if names is not None else keypoints.names()
+    with store.lock(shard):
+        tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": asdict(params), "packed": True,
+                              "inputs": {keypoints.output.stage: keypoints.output.key}}, shard)
+        store.set_ref(STAGE, key, asdict(params))
+        output.record_run(shard, wanted)
+        done = pack_index(output)
+        todo = []
+        for name in wanted:
+            attrs = keypoints.attributes(name)
+            fingerprint = attrs["source_fingerprint"]
+            if name in done and done[name][2] == fingerprint:
+                report.skipped.append(name)
+            else:
+                video = Path(video_root) / attrs["source_name"] if video_root else Path(attrs["source_path"])
+                todo.append((name, fingerprint, video))
+        progress.start(len(todo), len(report.skipped))
+        pending = TubePack(params.pack_size)
+
+        def flush() -> None:
+            if not len(pending):
+                return
+            pack = new_pack_name()
+            try:
+                write_pack(tmp / pack, pending, params)
+                kill_point("tubes.pack_written")
+                output.commit(tmp / pack, pack)
+                kill_point("tubes.pack_committed")
+            except OSError as e:
+                shutil.rmtree(tmp / pack, ignore_errors=True)  # give back what the half pack took (a full disk)
+                raise StoreError(f"{output.path}: cannot write pack {pack} ({e.strerror or e})") from e
+            for meta in pending.metas:
+                output.clear_failure(meta["name"])
+                report.processed.append(meta["name"])
+            report.packs += 1
+            pending.clear()
+
+        for name, fingerprint, video in todo:
+            try:
+                clip = make_clip_tubes(name, keypoints, params, video)
+            except DualnetError as e:
+                output.record_failure(name, str(video), str(e))
+                report.failed[name] = str(e)
+                progress.item(name, str(e))
+                continue
+            clip.meta["fingerprint"] = fingerprint
+            pending.add(clip)
+            kill_point("tubes.clip")
+            progress.item(name, None)
+            if len(pending) >= params.pack_size:
+                flush()
+        flush()
+        for pack in output.item_names():  # damaged packs: their clips were redone above
+            if missing(output.items_dir / pack, ARRAYS) is not None:
+                output.remove_item(pack, tmp)
+        output.finish(shard)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
