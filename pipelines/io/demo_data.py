@@ -42,7 +42,7 @@ DEMO_CLIPS: dict[str, tuple[str, str]] = {
 
 def shared_data_dir() -> Path:
     """``shared/data`` beside this checkout (present in the project's CI and development machines)."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def verify_folder(folder: Path) -> None:
