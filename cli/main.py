@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichBar
 from rich.table import Table
 
 from pipelines.errors import DualnetError
-from pipelines.store import STORE_ENV, Shard, StageSummary, Store
+from pipelines.progress import Progress
+from pipelines.store import STORE_ENV, Shard, StageReport, StageSummary, Store
 
 # rich_markup_mode=None: click's plain help, which never cuts an option name (Rich's table does at 80 columns)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -34,34 +39,54 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-class RichExtractProgress:
-    """Draws `run_extract`'s callbacks: a bar over frames with frames/s and ETA, one line per failure."""
+def one_line(error: Exception) -> str:
+    """The message of a bad-value error (a KeyError's text comes quoted)."""
+    return str(error).strip("'\"")
 
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.task = None
 
-    def start(self, items: int, frames: int, skipped: int) -> None:
-        if skipped:
-            console.print(f"{skipped} video(s) already extracted: skipped")
-        self.task = self.progress.add_task(f"extract {items} video(s)", total=frames or None)
+def command(name: str | None = None, *, group: typer.Typer = app, error_code: int = 2) -> Callable:
+    """Register a command whose errors print as one line and exit `error_code`: the project's own errors
+    (`DualnetError`: a file and its problem) and bad values (`ValueError`, `KeyError` from parameter checks). The
+    one mapping from error types to messages and exit codes; `main` adds interrupts and disk faults."""
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except DualnetError as e:
+                fail(str(e), error_code)
+            except (ValueError, KeyError) as e:
+                fail(one_line(e), error_code)
 
-    def advance(self, frames: int) -> None:
-        self.progress.advance(self.task, frames)
+        return group.command(name)(guarded)
+
+    return register
+
+
+class RichProgress(Progress):
+    """Draws every stage's progress (`pipelines.progress.Progress`): one bar per task with done/total, the
+    task's live info, its rate in its own unit and times; notes and failures as lines above the bar."""
+
+    def __init__(self, bar: RichBar):
+        self.bar, self.task = bar, None
+
+    def begin(self, task: str, total: int | None, unit: str = "items") -> None:
+        self.task = self.bar.add_task(task, total=total, info="", unit=unit)
+
+    def advance(self, count: int = 1, info: str = "") -> None:
+        if self.task is not None:
+            self.bar.update(self.task, advance=count, **({"info": info} if info else {}))
 
     def item(self, name: str, error: str | None) -> None:
         if error is not None:
-            self.progress.console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            self.bar.console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+
+    def note(self, text: str) -> None:
+        self.bar.console.print(text, highlight=False, soft_wrap=True)
 
 
-def _bar(*extra) -> Progress:
-    """The progress bar every stage draws on stderr: description, bar, done/total, `extra` columns, times."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=err_console)
-
-
-class _FrameRate(TextColumn):
-    """Frames per second of a Rich task."""
+class _Rate(TextColumn):
+    """Units per second of a Rich task, in the task's own unit (frames/s, clips/s, windows/s)."""
 
     def __init__(self) -> None:
         super().__init__("")
@@ -70,10 +95,30 @@ class _FrameRate(TextColumn):
         from rich.text import Text
 
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:6.1f} frames/s" if speed else "     - frames/s")
+        unit = task.fields.get("unit", "items")
+        return Text(f"{speed:6.1f} {unit}/s" if speed else f"     - {unit}/s")
 
 
-@app.command()
+def report_run(stage: str, report: StageReport, store: Path, detail: str = "", title: str = "") -> None:
+    """The closing line of a stage run (items processed, skipped, failed; where its output is); exit 1 when any
+    item failed (each failure was printed as it came)."""
+    console.print(f"{title or stage} [bold]{report.key}[/]: {len(report.processed)} processed, "
+                  f"{len(report.skipped)} skipped, {len(report.failed)} failed{detail} in {report.seconds:.1f} s -> "
+                  f"{Path(store) / stage / report.key}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def progress_bar() -> Iterator[RichProgress]:
+    """The progress display every stage draws on stderr."""
+    with RichBar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                 console=err_console) as bar:
+        yield RichProgress(bar)
+
+
+@command()
 def extract(
     inputs: Annotated[list[str], typer.Argument(help="Videos, folders, glob patterns or dataset list files.")],
     store: StoreOption = Path("cache"),
@@ -96,23 +141,13 @@ def extract(
     from pipelines.formats.params import ExtractParams
     from pipelines.stages.extract import run_extract
 
-    try:
-        params = ExtractParams(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
-                               min_tracking_confidence=min_tracking_confidence, dtype=dtype, max_jump=max_jump,
-                               backend=backend, det_model=det_model, pose_model=pose_model)
-        part = Shard.parse(shard)
-    except ValueError as e:
-        fail(str(e))
-    with _bar(_FrameRate()) as bar:
-        try:
-            report = run_extract(inputs, Store(store), params, workers, part, video_root, RichExtractProgress(bar))
-        except DualnetError as e:
-            fail(str(e))
-    console.print(f"extract [bold]{report.key}[/]: {len(report.processed)} processed, {len(report.skipped)} "
-                  f"skipped, {len(report.failed)} failed; {report.frames} frames in {report.seconds:.1f} s "
-                  f"-> {Path(store) / 'extract' / report.key}", highlight=False)
-    if report.failed:
-        raise typer.Exit(1)
+    params = ExtractParams(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
+                           min_tracking_confidence=min_tracking_confidence, dtype=dtype, max_jump=max_jump,
+                           backend=backend, det_model=det_model, pose_model=pose_model)
+    part = Shard.parse(shard)
+    with progress_bar() as bar:
+        report = run_extract(inputs, Store(store), params, workers, part, video_root, bar)
+    report_run("extract", report, store, f"; {report.frames} frames")
 
 
 def _human_bytes(n: int) -> str:
@@ -140,13 +175,12 @@ def _shown_params(summary: StageSummary) -> dict:
     return summary.params
 
 
-@app.command()
+@command(error_code=1)
 def status(store: StoreOption = Path("cache")) -> None:
     """The stage outputs in the store: parameters, items done / failed / total, size, last update."""
-    try:
-        rows = Store(store).require().status()
-    except DualnetError as e:
-        fail(str(e), 1)
+    import pipelines.formats  # noqa: F401 - registers how each output format counts its finished work
+
+    rows = Store(store).require().status()
     if not rows:
         console.print(f"{store}: no stage outputs yet")
         return
@@ -174,23 +208,20 @@ def status(store: StoreOption = Path("cache")) -> None:
                           soft_wrap=True)
 
 
-@app.command()
+@command()
 def gc(
     store: StoreOption = Path("cache"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed, remove nothing.")] = False,
 ) -> None:
     """Remove stage outputs that no current configuration reaches (keys not used by each stage's latest run)."""
-    try:
-        doomed = Store(store).require().gc(dry_run=dry_run)
-    except DualnetError as e:
-        fail(str(e))
+    doomed = Store(store).require().gc(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for path in doomed:
         console.print(f"{verb} {path}", highlight=False)
     console.print(f"{verb} {len(doomed)} path(s)")
 
 
-@app.command()
+@command()
 def verify(
     store: StoreOption = Path("cache"),
     repair: Annotated[bool, typer.Option("--repair", help="Remove damaged entries so that the next run of their "
@@ -202,14 +233,11 @@ def verify(
 
     if not Path(store).is_dir():
         fail(f"{store}: no store there ({'a file' if Path(store).exists() else 'no such folder'})", 1)
-    try:
-        report = verify_store(Store(store))
-        for damage in report.damaged:
-            err_console.print(f"[bold red]damaged:[/] {damage.line()}", highlight=False, soft_wrap=True)
-        if report.damaged and repair:
-            repair_store(Store(store), report)
-    except DualnetError as e:
-        fail(str(e))
+    report = verify_store(Store(store))
+    for damage in report.damaged:
+        err_console.print(f"[bold red]damaged:[/] {damage.line()}", highlight=False, soft_wrap=True)
+    if report.damaged and repair:
+        repair_store(Store(store), report)
     items = sum(len(d.items) for d in report.damaged)
     console.print(f"verify: {report.entries} entries in {report.outputs} output(s), {len(report.damaged)} damaged "
                   f"({items} items)" + (f"; removed {report.removed}: re-run their stages to redo them"
@@ -218,7 +246,7 @@ def verify(
         raise typer.Exit(1)
 
 
-@app.command("import")
+@command("import")
 def import_(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="openpose | pyskl | jhmdb | miga")],
     source: Annotated[Path, typer.Argument(help="OpenPose JSON folder (of clip folders), the pickle, or the "
@@ -234,20 +262,11 @@ def import_(
     from pipelines.formats.params import ImportParams
     from pipelines.stages.import_poses import run_import
 
-    try:
-        params = ImportParams(format=fmt, layout=layout, labels=labels, fps=fps, dtype=dtype)
-        report = run_import(source, params, Store(store))
-    except (ValueError, KeyError) as e:
-        fail(str(e).strip("'\""))
-    except DualnetError as e:
-        fail(str(e))
+    params = ImportParams(format=fmt, layout=layout, labels=labels, fps=fps, dtype=dtype)
+    report = run_import(source, params, Store(store))
     for error in report.failed.values():
         err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-    console.print(f"import {fmt} [bold]{report.key}[/]: {len(report.processed)} processed, {len(report.skipped)} "
-                  f"skipped, {len(report.failed)} failed in {report.seconds:.1f} s -> "
-                  f"{Path(store) / 'import' / report.key}", highlight=False)
-    if report.failed:
-        raise typer.Exit(1)
+    report_run("import", report, store, title=f"import {fmt}")
 
 
 datasets_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -255,7 +274,7 @@ datasets_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 app.add_typer(datasets_app, name="datasets")
 
 
-@datasets_app.command("show")
+@command("show", group=datasets_app)
 def datasets_show(
     name: Annotated[str, typer.Argument(help="ma52 | imigue | jhmdb | pyskl | csv")],
     root: Annotated[Path, typer.Argument(help="ma52: annotations folder; imigue: segment CSV; jhmdb: folder of "
@@ -278,8 +297,6 @@ def datasets_show(
             fail(f"unknown dataset {name!r}; known: {', '.join(datasets.ADAPTERS)}")
     except (ValueError, OSError) as e:
         fail(f"{root}: {e}")
-    except DualnetError as e:
-        fail(str(e))
     counts = index.counts()
     table = Table(title=f"{index.name}: {len(index.clips)} clips, {len(index.classes)} classes")
     table.add_column("class")
@@ -291,31 +308,13 @@ def datasets_show(
     console.print(table)
 
 
-class RichTubeProgress:
-    """Draws `run_tubes`'s callbacks: a bar over clips, one line per failure."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.task = None
-
-    def start(self, clips: int, skipped: int) -> None:
-        if skipped:
-            console.print(f"{skipped} clip(s) already have tubes: skipped")
-        self.task = self.progress.add_task(f"tubes for {clips} clip(s)", total=clips)
-
-    def item(self, name: str, error: str | None) -> None:
-        self.progress.advance(self.task, 1)
-        if error is not None:
-            self.progress.console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-
-
 def _keypoint_set(store: Path, keypoints_key: str | None):
     from pipelines.formats.keypoints import KeypointSet
 
     return KeypointSet(Store(store), key=keypoints_key) if keypoints_key else KeypointSet(Store(store))
 
 
-@app.command()
+@command()
 def tubes(
     store: StoreOption = Path("cache"),
     frames: Annotated[int, typer.Option(help="Frames sampled uniformly over each clip.")] = 16,
@@ -335,25 +334,16 @@ def tubes(
     from pipelines.formats.params import TubeParams
     from pipelines.stages.tubes import run_tubes
 
-    try:
-        params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set,
-                            pack_size=pack_size)
-        st = Store(store).require()
-        with _bar() as bar:
-            report = run_tubes(st, params, _keypoint_set(store, keypoints_key), None, video_root,
-                               RichTubeProgress(bar))
-    except (ValueError, KeyError) as e:
-        fail(str(e).strip("'\""))
-    except DualnetError as e:
-        fail(str(e))
-    console.print(f"tubes [bold]{report.key}[/]: {len(report.processed)} processed, {len(report.skipped)} skipped, "
-                  f"{len(report.failed)} failed; {report.packs} pack(s) in {report.seconds:.1f} s -> "
-                  f"{Path(store) / 'tubes' / report.key}", highlight=False)
-    if report.failed:
-        raise typer.Exit(1)
+    params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set,
+                        pack_size=pack_size)
+    st = Store(store).require()
+    with progress_bar() as bar:
+        report = run_tubes(st, params, _keypoint_set(store, keypoints_key), None, video_root,
+                           bar)
+    report_run("tubes", report, store, f"; {report.packs} pack(s)")
 
 
-@app.command()
+@command()
 def show(
     clip: Annotated[str, typer.Argument(help="Clip name (video stem).")],
     store: StoreOption = Path("cache"),
@@ -368,14 +358,9 @@ def show(
     from pipelines.formats.tube_packs import TubeSet
     from pipelines.report.show import render_clip
 
-    try:
-        params = TubeParams(frames=frames, size=size, entity_set=entity_set)
-        tube_set = TubeSet(Store(store).require(), params, _keypoint_set(store, keypoints_key))
-        path = render_clip(tube_set, clip, out or Path(store) / "show" / f"{clip}.png")
-    except (ValueError, KeyError) as e:
-        fail(str(e).strip("'\""))
-    except DualnetError as e:
-        fail(str(e))
+    params = TubeParams(frames=frames, size=size, entity_set=entity_set)
+    tube_set = TubeSet(Store(store).require(), params, _keypoint_set(store, keypoints_key))
+    path = render_clip(tube_set, clip, out or Path(store) / "show" / f"{clip}.png")
     print(path)
 
 
@@ -391,33 +376,7 @@ def _labelled(index, split: str, available: set[str], fine_to_coarse: bool, unla
     return labelled_clips(index, split, available, fine_to_coarse, unlabelled)
 
 
-class RichTrainProgress:
-    """Draws `train`'s callbacks: a bar over optimiser steps with loss, lr and clips/s; a line per epoch."""
-
-    def __init__(self, progress: Progress):
-        self.progress, self.task, self.clips, self.started = progress, None, 0, 0.0
-
-    def start(self, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
-        import time
-
-        if start_epoch:
-            console.print(f"resuming at epoch {start_epoch}")
-        self.started = time.perf_counter()
-        self.task = self.progress.add_task("train", total=(epochs - start_epoch) * steps_per_epoch, info="")
-
-    def step(self, loss: float, lr: float, clips: int) -> None:
-        import time
-
-        self.clips += clips
-        rate = self.clips / max(time.perf_counter() - self.started, 1e-9)
-        self.progress.update(self.task, advance=1, info=f"loss {loss:.3f} lr {lr:.2e} {rate:.1f} clips/s")
-
-    def epoch(self, record: dict) -> None:
-        val = f", val top1 {100 * record['val_top1']:.1f}%" if "val_top1" in record else ""
-        self.progress.console.print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}{val}")
-
-
-@app.command()
+@command()
 def train(
     dataset: Annotated[str, typer.Option(help="ma52 | imigue | jhmdb | pyskl | csv (clip labels and splits).")],
     root: Annotated[Path, typer.Option(help="The dataset's list/CSV/annotations (as for `datasets show`).")],
@@ -448,35 +407,30 @@ def train(
     from pipelines.formats.tube_packs import TubeSet
     from pipelines.stages.train import train as run_train
 
-    try:
-        index = _load_index(dataset, root, protocol, 1)
-        require_classes(index, train_split, root)
-        tubes = TubeSet(Store(store).require(), TubeParams(frames=tubes_frames, size=tubes_size,
-                                                           entity_set=entity_set))
-        available = set(tubes.names())
-        for split in (train_split, val_split) if val_split else (train_split,):
-            console.print(check_coverage(index, split, available, root, allow_missing), highlight=False)
-        train_clips = _labelled(index, train_split, available, True)
-        if train_clips is None:
-            fail(f"{root}: no labelled clip of split {train_split!r} has tubes in {store}")
-        val_clips = _labelled(index, val_split, available, True) if val_split else None
-        num_coarse = len(index.coarse_classes) if train_clips.coarse is not None else 0
-        config = dualnet.preset(preset, num_classes=len(index.classes), num_coarse=num_coarse,
-                                entity_set=entity_set, layout=tubes.load(train_clips.names[0])["meta"]["layout"])
-        params = TrainParams(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, balance=balance,
-                             accumulate=accumulate, seed=seed)
-        with _bar(TextColumn("{task.fields[info]}")) as bar:
-            result = run_train(config, tubes, train_clips, val_clips, params, Store(store),
-                               RichTrainProgress(bar), num_workers=workers, classes=list(index.classes))
-    except (ValueError, KeyError) as e:
-        fail(str(e).strip("'\""))
-    except DualnetError as e:
-        fail(str(e))
+    index = _load_index(dataset, root, protocol, 1)
+    require_classes(index, train_split, root)
+    tubes = TubeSet(Store(store).require(), TubeParams(frames=tubes_frames, size=tubes_size,
+                                                       entity_set=entity_set))
+    available = set(tubes.names())
+    for split in (train_split, val_split) if val_split else (train_split,):
+        console.print(check_coverage(index, split, available, root, allow_missing), highlight=False)
+    train_clips = _labelled(index, train_split, available, True)
+    if train_clips is None:
+        fail(f"{root}: no labelled clip of split {train_split!r} has tubes in {store}")
+    val_clips = _labelled(index, val_split, available, True) if val_split else None
+    num_coarse = len(index.coarse_classes) if train_clips.coarse is not None else 0
+    config = dualnet.preset(preset, num_classes=len(index.classes), num_coarse=num_coarse,
+                            entity_set=entity_set, layout=tubes.load(train_clips.names[0])["meta"]["layout"])
+    params = TrainParams(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, balance=balance,
+                         accumulate=accumulate, seed=seed)
+    with progress_bar() as bar:
+        result = run_train(config, tubes, train_clips, val_clips, params, Store(store),
+                           bar, num_workers=workers, classes=list(index.classes))
     verb = "already trained" if result.reused else f"trained {result.epochs_run} epoch(s)"
     console.print(f"train [bold]{result.key}[/]: {verb} -> {result.run_dir}", highlight=False)
 
 
-@app.command("eval")
+@command("eval")
 def eval_(
     dataset: Annotated[str, typer.Option(help="ma52 | imigue | jhmdb | pyskl | csv.")],
     root: Annotated[Path, typer.Option(help="The dataset's list/CSV/annotations.")],
@@ -503,47 +457,42 @@ def eval_(
     from pipelines.formats.tube_packs import TubeSet
     from pipelines.stages.evaluate import new_report_folder, run_eval
 
-    try:
-        st = Store(store).require()
-        index = _load_index(dataset, root, protocol, 1)
-        if checkpoint is None:
-            if st.refs().get("train") is None:
-                fail(f"{store}: no training run yet; pass --checkpoint")
-            checkpoint = latest_checkpoint(st, index.classes)  # one trained on this dataset's classes
-            console.print(f"checkpoint: {checkpoint}", highlight=False)
-        if not checkpoint.is_file():
-            fail(f"{checkpoint}: checkpoint not found")
-        tubes = TubeSet(st, TubeParams(frames=tubes_frames, size=tubes_size, entity_set=entity_set))
-        available = set(tubes.names())
-        from pipelines.data.datasets import MAX_MISSING, check_coverage
+    st = Store(store).require()
+    index = _load_index(dataset, root, protocol, 1)
+    if checkpoint is None:
+        if st.refs().get("train") is None:
+            fail(f"{store}: no training run yet; pass --checkpoint")
+        checkpoint = latest_checkpoint(st, index.classes)  # one trained on this dataset's classes
+        console.print(f"checkpoint: {checkpoint}", highlight=False)
+    if not checkpoint.is_file():
+        fail(f"{checkpoint}: checkpoint not found")
+    tubes = TubeSet(st, TubeParams(frames=tubes_frames, size=tubes_size, entity_set=entity_set))
+    available = set(tubes.names())
+    from pipelines.data.datasets import MAX_MISSING, check_coverage
 
-        # a test-server submission must hold every clip of the split: none may be missing
-        console.print(check_coverage(index, split, available, root, allow_missing and not submission,
-                                     0.0 if submission else MAX_MISSING), highlight=False)
-        clips = _labelled(index, split, available, True, unlabelled=submission)
-        if clips is None:
-            fail(f"{root}: no clip of split {split!r} has tubes in {store}")
-        fine_to_coarse = None
-        if index.coarse_classes:
-            mapping = {c.label: c.coarse for c in index.clips if c.label is not None and c.coarse is not None}
-            fine_to_coarse = np.array([mapping.get(i, 0) for i in range(len(index.classes))])
-        from pipelines.data.datasets import item_name
+    # a test-server submission must hold every clip of the split: none may be missing
+    console.print(check_coverage(index, split, available, root, allow_missing and not submission,
+                                 0.0 if submission else MAX_MISSING), highlight=False)
+    clips = _labelled(index, split, available, True, unlabelled=submission)
+    if clips is None:
+        fail(f"{root}: no clip of split {split!r} has tubes in {store}")
+    fine_to_coarse = None
+    if index.coarse_classes:
+        mapping = {c.label: c.coarse for c in index.clips if c.label is not None and c.coarse is not None}
+        fine_to_coarse = np.array([mapping.get(i, 0) for i in range(len(index.classes))])
+    from pipelines.data.datasets import item_name
 
-        by_stem = {item_name(c): Path(c.source).name for c in index.split(split)}
-        ids = [by_stem[n] for n in clips.names] if submission else None
-        out_dir = new_report_folder(checkpoint.parent, split)
-        if submission and all(label < 0 for label in clips.labels):
-            from pipelines.stages.evaluate import predict_submission
+    by_stem = {item_name(c): Path(c.source).name for c in index.split(split)}
+    ids = [by_stem[n] for n in clips.names] if submission else None
+    out_dir = new_report_folder(checkpoint.parent, split)
+    if submission and all(label < 0 for label in clips.labels):
+        from pipelines.stages.evaluate import predict_submission
 
-            path = predict_submission(checkpoint, tubes, clips, fine_to_coarse, ids, out_dir, classes=index.classes)
-            console.print(f"submission -> {path}", highlight=False)
-            return
-        result = run_eval(checkpoint, tubes, clips, index.classes, out_dir, index.coarse_classes or None,
-                          fine_to_coarse, ids)
-    except (ValueError, KeyError) as e:
-        fail(str(e).strip("'\""))
-    except DualnetError as e:
-        fail(str(e))
+        path = predict_submission(checkpoint, tubes, clips, fine_to_coarse, ids, out_dir, classes=index.classes)
+        console.print(f"submission -> {path}", highlight=False)
+        return
+    result = run_eval(checkpoint, tubes, clips, index.classes, out_dir, index.coarse_classes or None,
+                      fine_to_coarse, ids)
     for note in result.notes:
         err_console.print(f"[yellow]note:[/] {checkpoint}: {note}", highlight=False, soft_wrap=True)
     for key, value in result.metrics.items():
@@ -554,27 +503,7 @@ def eval_(
     print(result.report_html)
 
 
-class RichPredictProgress:
-    """Draws `run_predict`'s callbacks: a bar over windows per video, one line per failure."""
-
-    def __init__(self, progress: Progress):
-        self.progress, self.task = progress, None
-
-    def video(self, name: str, windows: int | None) -> None:
-        if windows is None:
-            console.print(f"{name}: scores cached, nothing to run", highlight=False)
-        else:
-            self.task = self.progress.add_task(f"predict {name}", total=windows)
-
-    def windows(self, count: int) -> None:
-        self.progress.advance(self.task, count)
-
-    def item(self, name: str, error: str | None) -> None:
-        if error is not None:
-            self.progress.console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-
-
-@app.command()
+@command()
 def predict(
     inputs: Annotated[list[str], typer.Argument(help="Videos (any length), folders, globs or list files.")],
     checkpoint: Annotated[Path, typer.Option(help="A checkpoint `dualnet train` wrote (best.pt / last.pt).")],
@@ -595,16 +524,11 @@ def predict(
     from pipelines.experiment import run_predict
     from pipelines.stages.predict import PredictParams
 
-    try:
-        params = PredictParams(window=window, stride=stride, min_score=min_score, top_k=top_k,
-                               batch_size=batch_size)
-        with _bar() as bar:
-            report = run_predict(inputs, checkpoint, Store(store), params, out, people, plot, device,
-                                 RichPredictProgress(bar), RichExtractProgress(bar))
-    except ValueError as e:
-        fail(str(e))
-    except DualnetError as e:
-        fail(str(e))
+    params = PredictParams(window=window, stride=stride, min_score=min_score, top_k=top_k,
+                           batch_size=batch_size)
+    with progress_bar() as bar:
+        report = run_predict(inputs, checkpoint, Store(store), params, out, people, plot, device,
+                             bar, bar)
     for video in report.videos:
         counts = ", ".join(f"{r.label} x{r.count}" for r in video.summary.itertuples()) or "no segment"
         console.print(f"{video.name}: {len(video.timeline)} segment(s) in {video.duration_s:.1f} s ({counts}) -> "
@@ -617,7 +541,7 @@ def predict(
         raise typer.Exit(1)
 
 
-@app.command()
+@command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint `dualnet train` wrote.")],
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (a .json with inputs and classes goes "
@@ -627,20 +551,17 @@ def export(
     """Export a trained model to ONNX for inference without the training stack."""
     from pipelines.stages.export import compare_onnx, export_onnx
 
-    try:
-        path = export_onnx(checkpoint, onnx)
-        if check:
-            diff = compare_onnx(checkpoint, path)
-            console.print(f"ONNX Runtime vs torch on a batch of 3: max |logit difference| = {diff:.2e}",
-                          highlight=False)
-            if diff > 1e-4:
-                fail(f"{path}: ONNX Runtime and torch disagree by {diff:.2e} (> 1e-4)", 1)
-    except DualnetError as e:
-        fail(str(e))
+    path = export_onnx(checkpoint, onnx)
+    if check:
+        diff = compare_onnx(checkpoint, path)
+        console.print(f"ONNX Runtime vs torch on a batch of 3: max |logit difference| = {diff:.2e}",
+                      highlight=False)
+        if diff > 1e-4:
+            fail(f"{path}: ONNX Runtime and torch disagree by {diff:.2e} (> 1e-4)", 1)
     print(path)
 
 
-@app.command()
+@command()
 def run(
     config: Annotated[Path, typer.Argument(help="Experiment TOML (configs/ma52.toml, configs/imigue.toml).")],
     root: Annotated[Path, typer.Option(help="The dataset's root folder (the paths in [dataset] are under it).")],
@@ -658,14 +579,12 @@ def run(
         cfg = load_config(config, set_ or [])
         report = run_config(cfg, root, store, [s.strip() for s in stages.split(",") if s.strip()], workers)
     except (ValueError, KeyError, TypeError) as e:
-        fail(f"{config}: {str(e).strip(chr(39) + chr(34))}")
-    except DualnetError as e:
-        fail(str(e))
+        fail(f"{config}: {one_line(e)}")
     for line in report.lines:
         console.print(line, highlight=False)
 
 
-@app.command("demo-data")
+@command("demo-data")
 def demo_data(
     dest: Annotated[Path, typer.Option(help="Where downloaded clips go.")] = Path("cache/demo/ma52"),
     offline: Annotated[bool, typer.Option(help="Do not try the network; use a local copy.")] = False,
@@ -675,12 +594,9 @@ def demo_data(
     """Get the 6 MA-52 sample clips (download with sha256 check, else a local copy); prints their folder."""
     from pipelines.io.demo_data import fetch_demo_clips, write_demo_csv
 
-    try:
-        folder, origin = fetch_demo_clips(dest, allow_download=not offline)
-        if csv is not None:
-            write_demo_csv(folder, csv)
-    except DualnetError as e:
-        fail(str(e))
+    folder, origin = fetch_demo_clips(dest, allow_download=not offline)
+    if csv is not None:
+        write_demo_csv(folder, csv)
     err_console.print(f"demo clips from {origin}", highlight=False)
     print(folder)
 

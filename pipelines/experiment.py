@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 from pipelines.errors import InputError
 
 if TYPE_CHECKING:
-    from pipelines.stages.predict import PredictParams, PredictProgress, PredictReport
+    from pipelines.progress import Progress
+    from pipelines.stages.predict import PredictParams, PredictReport
     from pipelines.store import Store
 
 STAGES = ("cut", "extract", "tubes", "train", "eval")
@@ -216,7 +217,7 @@ def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport
 def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | Path | None = None,
                 params: PredictParams | None = None, out_dir: str | Path | None = None,
                 people: str | Path | None = None, plot: bool = True, device: str = "cpu",
-                progress: PredictProgress | None = None, extract_progress=None) -> PredictReport:
+                progress: Progress | None = None, extract_progress=None) -> PredictReport:
     """`dualnet predict`: the `predict` stage (`pipelines.stages.predict.run_predict`, same arguments), given the
     `extract` stage it runs first for the videos' pose (cached), since a stage never imports another."""
     from pipelines.stages import predict

@@ -30,6 +30,7 @@ from pipelines.stages.predict import (
 from pipelines.stages.train import train
 from pipelines.stages.tubes import run_tubes
 from pipelines.store import Store
+from pipelines.store.stage_run import manifest_key
 
 pytestmark = requires_shared
 
@@ -177,6 +178,9 @@ def test_gc_keeps_the_training_run_behind_a_cached_prediction(trained, tmp_path)
     assert not report.failed
     manifest = store.stage("predict", report.key).manifest()
     assert manifest["inputs"]["train"] == checkpoint.parent.name
+    for output in store.outputs():  # issue 16: every stage's key is the hash of the manifest it wrote
+        assert manifest_key(output.manifest()) == output.key, output.path
+    assert {o.stage for o in store.outputs()} >= {"extract", "tubes", "train", "predict"}
     current = store.refs()
     try:
         store.set_ref("train", "a-newer-run", {})  # the run behind the prediction is no longer the current one

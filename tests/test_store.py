@@ -7,8 +7,10 @@ import os
 
 import pytest
 
+import pipelines.formats  # noqa: F401 - registers how each output format counts finished work (status)
 from pipelines.errors import StoreError, StoreLockedError
-from pipelines.store import Shard, Store, safe_name
+from pipelines.store import Shard, StageSpec, Store, safe_name
+from pipelines.store.stage_run import manifest_key
 
 
 def test_exclusive_lock_names_its_holder_and_is_released(tmp_path):
@@ -118,3 +120,32 @@ def test_safe_name():
     names = ["clip é 1", "clip ü 1", "clip_1", "clip 1", "..hidden", "hidden", ".hidden"]
     assert len({safe_name(n) for n in names}) == len(names)
     assert all(safe_name(safe_name(n)) == safe_name(n) for n in names)
+
+
+def test_a_stage_run_writes_the_manifest_its_key_hashes(tmp_path):
+    """Issue 16: one run context for every stage. The key is the hash of the manifest less its `recorded` section,
+    the ref and the run record are written, and the shard's temporary folder is gone after a normal exit."""
+    store = Store(tmp_path)
+    spec = StageSpec("tubes", 7, {"frames": 16}, inputs={"extract": "abc"}, extra={"namespace": "x"},
+                     recorded={"pack_size": 4}, output_format="tube-packs")
+    with store.run(spec) as run:
+        assert run.tmp.is_dir() and run.output.key == spec.key
+        run.record_request(["a", "b"])
+    manifest = run.output.manifest()
+    assert manifest_key(manifest) == spec.key
+    assert manifest["recorded"] == {"format": "tube-packs", "pack_size": 4} and manifest["namespace"] == "x"
+    assert store.refs() == {"tubes": spec.key} and not (run.output.path / "tmp").exists()
+    (row,) = store.status()
+    assert (row.done, row.total) == (0, 2)
+    # a recorded field changes nothing keyed; a keyed one changes the key
+    assert StageSpec("tubes", 7, {"frames": 16}, inputs={"extract": "abc"}, extra={"namespace": "x"},
+                     recorded={"pack_size": 8}).key == spec.key
+    assert StageSpec("tubes", 7, {"frames": 8}, inputs={"extract": "abc"}, extra={"namespace": "x"}).key != spec.key
+
+
+def test_an_unknown_output_format_is_one_line(tmp_path):
+    store = Store(tmp_path)
+    with store.run(StageSpec("extract", 1, {}, output_format="from-the-future")):
+        pass
+    with pytest.raises(StoreError, match="output format 'from-the-future' is unknown"):
+        store.status()

@@ -33,8 +33,8 @@ import zarr
 from pipelines.errors import StoreError
 from pipelines.formats.keypoint_items import item_attributes, item_fingerprint
 from pipelines.kill_points import kill_point
-from pipelines.store import PACK_PREFIX, StageOutput, safe_name
-from pipelines.store.integrity import array_options, is_checksum_error, missing
+from pipelines.store import PACK_PREFIX, OutputFormat, StageOutput, register_output_format, safe_name
+from pipelines.store.integrity import array_options, damaged, is_checksum_error, missing
 
 KEYPOINT_ARRAYS = ("keypoints", "detected", "timestamps")  # the arrays of every item and pack
 PACK_ITEMS = 256  # items per pack: MA-52's 22,422 clips -> 88 packs of 7 files
@@ -395,3 +395,15 @@ class Compactor:
         """Pack every loose item this writer owns (this run's, and any a killed run or an older store left)."""
         self.packs += compact(self.output, self.tmp, None, owns=self.owns, pack_items=self.pack_items)
         self.pending.clear()
+
+
+def done_keypoint_items(output: StageOutput) -> list[str]:
+    """The finished items of a keypoint output (`extract`, `import`): undamaged loose items and the items of
+    undamaged packs."""
+    index = KeypointIndex(output)
+    loose = {n for n in index.loose if not damaged(output.item_path(n))}
+    return sorted(loose | index.packed.keys())
+
+
+KEYPOINT_FORMAT = "keypoint-items"
+register_output_format(KEYPOINT_FORMAT, OutputFormat(done_keypoint_items))

@@ -10,8 +10,7 @@ from dataclasses import asdict, dataclass
 
 from dualnet.entities import get_entity_set
 from dualnet.layouts import get_layout
-from pipelines.hashing import stable_hash
-from pipelines.store import StageOutput
+from pipelines.store import StageOutput, StageSpec
 
 # --- extract --------------------------------------------------------------------------------------------------
 EXTRACT_STAGE = "extract"
@@ -66,10 +65,16 @@ def backend_params(params: dict) -> dict:
     return {k: v for k, v in params.items() if k not in unused}
 
 
+def extract_spec(params: ExtractParams, namespace: str = "") -> StageSpec:
+    """The `extract` output made with `params` (in `namespace`, see `run_extract`)."""
+    return StageSpec(EXTRACT_STAGE, EXTRACT_VERSION, asdict(params),
+                     extra={"namespace": namespace} if namespace else {}, recorded={"layout": params.layout},
+                     output_format="keypoint-items")
+
+
 def extract_key(params: ExtractParams, namespace: str = "") -> str:
     """The store key of `extract` outputs made with `params` (in `namespace`, see `run_extract`)."""
-    return stable_hash({"stage": EXTRACT_STAGE, "version": EXTRACT_VERSION, "params": asdict(params), "inputs": {},
-                        **({"namespace": namespace} if namespace else {})})
+    return extract_spec(params, namespace).key
 
 
 # --- import ---------------------------------------------------------------------------------------------------
@@ -103,8 +108,13 @@ class ImportParams:
             raise ValueError(f"dtype {self.dtype!r} is not one of float32, float16")
 
 
+def import_spec(params: ImportParams) -> StageSpec:
+    """The `import` output made with `params`."""
+    return StageSpec(IMPORT_STAGE, IMPORT_VERSION, asdict(params), output_format="keypoint-items")
+
+
 def import_key(params: ImportParams) -> str:
-    return stable_hash({"stage": IMPORT_STAGE, "version": IMPORT_VERSION, "params": asdict(params), "inputs": {}})
+    return import_spec(params).key
 
 
 # --- tubes ----------------------------------------------------------------------------------------------------
@@ -129,12 +139,16 @@ class TubeParams:
         get_entity_set(self.entity_set)
 
 
-def tubes_key(params: TubeParams, keypoints: StageOutput) -> str:
-    """The tubes key: stage, version, parameters (less `pack_size`, which changes files, not content) and the
-    keypoint output's key."""
+def tubes_spec(params: TubeParams, keypoints: StageOutput) -> StageSpec:
+    """The `tubes` output of `params` over a keypoint output: `pack_size` changes files, not content, so it is
+    recorded, not keyed."""
     content = {k: v for k, v in asdict(params).items() if k != "pack_size"}
-    return stable_hash({"stage": TUBES_STAGE, "version": TUBES_VERSION, "params": content,
-                        "inputs": {keypoints.stage: keypoints.key}})
+    return StageSpec(TUBES_STAGE, TUBES_VERSION, content, inputs={keypoints.stage: keypoints.key},
+                     recorded={"pack_size": params.pack_size}, output_format="tube-packs")
+
+
+def tubes_key(params: TubeParams, keypoints: StageOutput) -> str:
+    return tubes_spec(params, keypoints).key
 
 
 # --- train ----------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pipelines.formats.keypoints import KeypointSet
 from pipelines.formats.params import TUBES_STAGE as STAGE
 from pipelines.formats.params import TubeParams
 from pipelines.formats.params import tubes_key as stage_key
-from pipelines.store import StageOutput, Store
+from pipelines.store import OutputFormat, StageOutput, Store, register_output_format
 from pipelines.store.integrity import array_options, is_checksum_error, missing
 
 ARRAYS = ("tubes", "frames", "boxes", "visible", "padding", "keypoints", "frame_index")
@@ -116,6 +116,10 @@ def pack_index(output: StageOutput, damaged: dict[str, str] | None = None) -> di
 
 def new_pack_name() -> str:
     return f"p{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
+
+
+TUBE_FORMAT = "tube-packs"
+register_output_format(TUBE_FORMAT, OutputFormat(lambda output: sorted(pack_index(output))))
 
 
 class TubeSet:

@@ -15,7 +15,7 @@ import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -23,46 +23,27 @@ from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.formats.keypoint_items import KeypointItemWriter
 from pipelines.formats.keypoint_packs import Compactor, KeypointIndex
-from pipelines.formats.params import EXTRACT_STAGE as STAGE
-from pipelines.formats.params import EXTRACT_VERSION as VERSION
-from pipelines.formats.params import ExtractParams
-from pipelines.formats.params import extract_key as stage_key
+from pipelines.formats.params import ExtractParams, extract_spec
 from pipelines.io.sources import VideoSource, resolve_sources
 from pipelines.io.video import declared_frames, iter_frames, probe, regular_timestamps
 from pipelines.kill_points import kill_point
 from pipelines.pose.subject import StreamingSubjectTracker
-from pipelines.store import MAX_ITEM_NAME, Shard, StageOutput, Store
+from pipelines.progress import Progress
+from pipelines.store import MAX_ITEM_NAME, Shard, StageOutput, StageReport, Store
 
 TRACK_BLOCK = 256  # frames the subject tracker resolves at once: 8.5 s at 30 fps, so a 1-3 s clip is one block
 
 
 def stage_output(store: Store, params: ExtractParams) -> StageOutput:
-    return store.stage(STAGE, stage_key(params))
-
-
-class ExtractProgress:
-    """Callbacks `run_extract` makes; the CLI draws them with Rich, a notebook may ignore them."""
-
-    def start(self, items: int, frames: int, skipped: int) -> None:
-        """Work is about to begin: `items` videos (`frames` declared frames) to do, `skipped` already done."""
-
-    def advance(self, frames: int) -> None:
-        """`frames` more frames went through the pose model."""
-
-    def item(self, name: str, error: str | None) -> None:
-        """Video `name` finished, with `error` (one line naming the file) when it failed."""
+    spec = extract_spec(params)
+    return store.stage(spec.stage, spec.key)
 
 
 @dataclass
-class ExtractReport:
-    """What one `run_extract` call did."""
+class ExtractReport(StageReport):
+    """What one `run_extract` call did: items processed, skipped (same content already stored), failed."""
 
-    key: str
-    processed: list[str] = field(default_factory=list)  # items computed by this call
-    skipped: list[str] = field(default_factory=list)  # items already done (with the same content)
-    failed: dict[str, str] = field(default_factory=dict)  # item -> one-line error naming the file
     frames: int = 0  # frames that went through the pose model
-    seconds: float = 0.0
 
 
 def make_estimator(params: ExtractParams, models_dir: Path | None = None):
@@ -218,7 +199,7 @@ def run_extract(
     workers: int = 1,
     shard: Shard = Shard(),
     video_root: str | Path | None = None,
-    progress: ExtractProgress | None = None,
+    progress: Progress | None = None,
     namespace: str = "",
     replace_changed: bool = False,
 ) -> ExtractReport:
@@ -236,19 +217,15 @@ def run_extract(
         replace_changed: Replace an item whose video changed, wherever it now is (for caches such as predict's).
     """
     store = store if isinstance(store, Store) else Store(store)
-    progress = progress or ExtractProgress()
+    progress = progress or Progress()
     started = time.perf_counter()
     sources = resolve_sources(inputs, video_root, shard)
-    key = stage_key(params, namespace)
-    report = ExtractReport(key)
-    output = store.stage(STAGE, key)
-    with store.lock(shard):
-        manifest = {"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {},
-                    "layout": params.layout, **({"namespace": namespace} if namespace else {})}
-        tmp = output.prepare(manifest, shard)
-        if not namespace:  # a namespace's output is reached through the stage that asked for it
-            store.set_ref(STAGE, key, asdict(params))
-        output.record_run(shard, [s.name for s in sources])
+    spec = extract_spec(params, namespace)
+    report = ExtractReport(spec.key)
+    # a namespace's output is reached through the stage that asked for it: it does not move the extract ref
+    with store.run(spec, shard, set_ref=not namespace) as run:
+        output, tmp = run.output, run.tmp
+        run.record_request([s.name for s in sources])
         todo: list[tuple[VideoSource, str]] = []
         index = KeypointIndex(output)
         fingerprints = store.fingerprints()
@@ -284,7 +261,9 @@ def run_extract(
                 declared += declared_frames(source.path)
             except DualnetError:
                 pass  # reported when the item runs
-        progress.start(len(todo), declared, len(report.skipped))
+        if report.skipped:
+            progress.note(f"{len(report.skipped)} video(s) already extracted: skipped")
+        progress.begin(f"extract {len(todo)} video(s)", declared or None, "frames")
         if todo and params.backend == "rtmlib" and workers > 1:
             make_estimator(params, output.root / "models").close()  # download once, before workers start
         compactor = Compactor(output, tmp, shard.owns)
@@ -294,7 +273,6 @@ def run_extract(
             else:
                 _run_pool(todo, params, output, tmp, report, progress, workers, compactor)
         compactor.finish()
-        output.finish(shard)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -305,14 +283,14 @@ def _held_elsewhere(index: KeypointIndex, source: VideoSource) -> bool:
     return held is not None and os.path.abspath(held) != source.path
 
 
-def _fail(output: StageOutput, report: ExtractReport, progress: ExtractProgress, source: VideoSource,
+def _fail(output: StageOutput, report: ExtractReport, progress: Progress, source: VideoSource,
           error: str) -> None:
     output.record_failure(source.name, source.path, error)
     report.failed[source.name] = error
     progress.item(source.name, error)
 
 
-def _done(report: ExtractReport, progress: ExtractProgress, compactor: Compactor, name: str, frames: int) -> None:
+def _done(report: ExtractReport, progress: Progress, compactor: Compactor, name: str, frames: int) -> None:
     report.processed.append(name)
     report.frames += frames
     progress.item(name, None)

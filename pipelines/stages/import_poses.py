@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,23 +18,13 @@ from dualnet.layouts import get_layout
 from pipelines.errors import DualnetError, InputError
 from pipelines.formats.keypoint_items import item_attrs
 from pipelines.formats.keypoint_packs import KeypointIndex, PackWriter
-from pipelines.formats.params import IMPORT_STAGE as STAGE
-from pipelines.formats.params import IMPORT_VERSION as VERSION
-from pipelines.formats.params import ImportParams
-from pipelines.formats.params import import_key as stage_key
+from pipelines.formats.params import ImportParams, import_spec
 from pipelines.hashing import FingerprintCache, stable_hash
 from pipelines.kill_points import kill_point
 from pipelines.pose.importers import ImportedClip
-from pipelines.store import MAX_ITEM_NAME, Shard, Store, safe_name
+from pipelines.store import MAX_ITEM_NAME, StageReport, Store, safe_name
 
-
-@dataclass
-class ImportReport:
-    key: str
-    processed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
+ImportReport = StageReport  # processed / skipped / failed clip names
 
 
 def _sources(source: Path, params: ImportParams, fingerprints: FingerprintCache
@@ -85,10 +74,8 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
     store = store if isinstance(store, Store) else Store(store)
     started = time.perf_counter()
     source = Path(source)
-    key = stage_key(params)
-    report = ImportReport(key)
-    output = store.stage(STAGE, key)
-    shard = Shard()
+    spec = import_spec(params)
+    report = ImportReport(spec.key)
     fingerprints = store.fingerprints()
     try:
         units = list(_sources(source, params, fingerprints))
@@ -96,12 +83,11 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
         fingerprints.close()
     # A pickle is read and validated in full before the store is touched at all.
     preloaded = {path: _read(unit, params) for _, path, unit in units if params.format != "openpose"}
-    with store.lock(shard):
-        tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": asdict(params), "inputs": {}}, shard)
-        store.set_ref(STAGE, key, asdict(params))
+    with store.run(spec) as run:
+        output = run.output
         names: list[str] = []
         index = KeypointIndex(output)
-        writer = PackWriter(output, tmp, params.dtype)
+        writer = PackWriter(output, run.tmp, params.dtype)
         for fp, path, unit in units:
             if params.format == "openpose" and index.fingerprint(Path(path).name) == fp:
                 report.skipped.append(Path(path).name)
@@ -132,7 +118,6 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
                 kill_point("import.clip")
                 report.processed.append(clip.name)
         writer.finish()
-        output.record_run(shard, names)
-        output.finish(shard)
+        run.record_request(names)
     report.seconds = time.perf_counter() - started
     return report

@@ -36,13 +36,14 @@ from pipelines.data.crops import crop_boxes, letterbox, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.formats.checkpoints import Predictor
 from pipelines.formats.keypoints import KeypointSet
-from pipelines.hashing import stable_hash
 from pipelines.io.sources import resolve_sources
 from pipelines.io.video import iter_frames
-from pipelines.store import Shard, Store, safe_name, write_file_atomic, write_json_atomic
+from pipelines.progress import Progress
+from pipelines.store import StageSpec, Store, safe_name, write_file_atomic, write_json_atomic
 
 STAGE = "predict"
-VERSION = 2  # 2: windows record the share of frames with the subject (`subject`)
+VERSION = 3  # 2: windows record the share of frames with the subject (`subject`)
+# 3: the key is the hash of the manifest (StageSpec): the training run behind the checkpoint is one of its inputs
 NO_SUBJECT = "(nobody)"  # the label of windows where the subject was not found: no action is predicted there
 MIN_SUBJECT = 0.5  # a window needs the subject detected in at least this share of its frames to be scored
 
@@ -69,10 +70,16 @@ class PredictParams:
             raise ValueError("batch_size and top_k must be >= 1")
 
 
-def stage_key(predictor: Predictor, params: PredictParams, keypoints_key: str) -> str:
-    return stable_hash({"stage": STAGE, "version": VERSION, "model": predictor.fingerprint,
-                        "window": params.window, "stride": params.stride, "tubes": asdict(predictor.tube_params),
-                        "inputs": {"extract": keypoints_key}})
+def stage_spec(predictor: Predictor, params: PredictParams, keypoints_key: str, store: Store) -> StageSpec:
+    """Window scores of one model over one keypoint output: keyed by the checkpoint's content, the windowing and
+    how the model's inputs are cut; a checkpoint of this store's training runs is an input too (so `gc` keeps it)."""
+    upstream = {"extract": keypoints_key}
+    run_dir = predictor.checkpoint.resolve().parent
+    if run_dir.parent == (store.root / "train").resolve():
+        upstream["train"] = run_dir.name
+    return StageSpec(STAGE, VERSION, {"window": params.window, "stride": params.stride}, inputs=upstream,
+                     extra={"model": predictor.fingerprint, "tubes": asdict(predictor.tube_params)},
+                     recorded={"checkpoint": str(predictor.checkpoint)})
 
 
 @dataclass(frozen=True)
@@ -291,24 +298,13 @@ class VideoPrediction:
 
 @dataclass
 class PredictReport:
+    """What one `run_predict` call did: the videos it scored (or found scored) and those that failed."""
+
     key: str
     videos: list[VideoPrediction] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     people: Path | None = None
     seconds: float = 0.0
-
-
-class PredictProgress:
-    """Callbacks of `run_predict` (the CLI draws them with Rich)."""
-
-    def video(self, name: str, windows: int | None) -> None:
-        """Starting video `name` (`windows` to score, None when its scores are cached)."""
-
-    def windows(self, count: int) -> None:
-        """`count` more windows were scored."""
-
-    def item(self, name: str, error: str | None) -> None:
-        """Video `name` is done (or failed with a one-line `error`)."""
 
 
 def write_outputs(prediction: VideoPrediction, out_dir: Path, classes: list[str], plot: bool = True) -> dict:
@@ -361,7 +357,7 @@ def plot_timeline(prediction: VideoPrediction, classes: list[str], path: Path, t
 def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | Path | None = None,
                 params: PredictParams = PredictParams(), out_dir: str | Path | None = None,
                 people: str | Path | None = None, plot: bool = True, device: str = "cpu",
-                progress: PredictProgress | None = None, extract_progress=None, *, extract) -> PredictReport:
+                progress: Progress | None = None, extract_progress=None, *, extract) -> PredictReport:
     """Timelines and summaries of every video `inputs` names (files, folders, globs, list files).
 
     Writes per video ``<out_dir>/<video>/{timeline.csv, timeline.parquet, summary.csv, timeline.png}``, and
@@ -371,7 +367,7 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
     another).
     """
     store = store if isinstance(store, Store) else Store(store)
-    progress = progress or PredictProgress()
+    progress = progress or Progress()
     started = time.perf_counter()
     people_table = read_people(people) if people is not None else None
     predictor = Predictor.load(checkpoint, store, device)
@@ -381,22 +377,12 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
     extract_report = extract(inputs, store, predictor.extract_params, progress=extract_progress,
                              namespace=STAGE, replace_changed=True)
     keypoints = KeypointSet(store, key=extract_report.key)
-    key = stage_key(predictor, params, extract_report.key)
-    report = PredictReport(key, failed=dict(extract_report.failed))
-    output = store.stage(STAGE, key)
-    out_root = Path(out_dir) if out_dir is not None else output.path / "results"
-    shard = Shard()
-    upstream = {"extract": extract_report.key}
-    run_dir = predictor.checkpoint.resolve().parent
-    if run_dir.parent == (store.root / "train").resolve():  # a run of this store: `gc` must keep it
-        upstream["train"] = run_dir.name
-    with store.lock(shard):
-        tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": {"window": params.window,
-                                                                            "stride": params.stride},
-                              "checkpoint": str(predictor.checkpoint), "model": predictor.fingerprint,
-                              "inputs": upstream}, shard)
-        store.set_ref(STAGE, key, {"window": params.window, "stride": params.stride})
-        output.record_run(shard, [s.name for s in sources])
+    spec = stage_spec(predictor, params, extract_report.key, store)
+    report = PredictReport(spec.key, failed=dict(extract_report.failed))
+    out_root = Path(out_dir) if out_dir is not None else store.stage(STAGE, spec.key).path / "results"
+    with store.run(spec) as run:
+        output, tmp = run.output, run.tmp
+        run.record_request([s.name for s in sources])
         for source in sources:
             if source.name in report.failed:
                 output.record_failure(source.name, source.path, report.failed[source.name])
@@ -413,7 +399,6 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
                 continue
             output.clear_failure(source.name)
             progress.item(source.name, None)
-        output.finish(shard)
     for prediction in report.videos:
         prediction.files = write_outputs(prediction, out_root / prediction.name, predictor.classes, plot)
     if report.videos:
@@ -428,7 +413,7 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
 
 
 def _predict_one(source, predictor: Predictor, keypoints: KeypointSet, params: PredictParams, output, tmp: Path,
-                 progress: PredictProgress) -> VideoPrediction:
+                 progress: Progress) -> VideoPrediction:
     attrs = keypoints.attributes(source.name)
     n, fps = int(attrs["num_frames"]), float(attrs["fps"])
     duration = n / fps if fps > 0 else float(n)
@@ -436,12 +421,12 @@ def _predict_one(source, predictor: Predictor, keypoints: KeypointSet, params: P
     windows_file = item / "windows.parquet"
     reused = windows_file.is_file() and _item_matches(item, attrs["source_fingerprint"])
     if reused:
-        progress.video(source.name, None)
+        progress.note(f"{source.name}: scores cached, nothing to run")
         windows = pd.read_parquet(windows_file)
     else:
         planned = plan_windows(n, fps, params, predictor.tube_params.frames, predictor.model.config.num_frames)
-        progress.video(source.name, len(planned))
-        windows = score_windows(predictor, Path(source.path), keypoints, source.name, params, progress.windows)
+        progress.begin(f"predict {source.name}", len(planned), "windows")
+        windows = score_windows(predictor, Path(source.path), keypoints, source.name, params, progress.advance)
         work = tmp / f"{source.name}.{uuid.uuid4().hex[:8]}"
         try:
             work.mkdir(parents=True)

@@ -30,18 +30,29 @@ from pipelines.errors import DualnetError, StoreError
 from pipelines.formats.params import TRAIN_STAGE as STAGE
 from pipelines.formats.params import TRAIN_VERSION as VERSION
 from pipelines.formats.params import TrainParams
+from pipelines.formats.training_runs import HISTORY, TRAINING_FORMAT
 from pipelines.formats.tube_packs import TubeSet
-from pipelines.hashing import stable_hash
 from pipelines.kill_points import kill_point
+from pipelines.progress import Progress
 from pipelines.report.metrics import evaluate
-from pipelines.store import Shard, Store, write_file_atomic, write_json_atomic
+from pipelines.store import StageSpec, Store, write_file_atomic, write_json_atomic
+
+
+def run_spec(config: ModelConfig, params: TrainParams, tubes: TubeSet, train: LabelledClips,
+             val: LabelledClips | None) -> StageSpec:
+    """A training run: keyed by the model configuration, the parameters, the tubes (or keypoints) it reads and
+    the exact clips and labels of both splits."""
+    k = len(get_entity_set(config.entity_set))
+    summary = (f"{config.backbone} {config.modality} path={config.path} D={config.dim} T={config.num_frames} K={k} "
+               f"classes={config.num_classes}")
+    return StageSpec(STAGE, VERSION, asdict(params), inputs={tubes.output.stage: tubes.output.key},
+                     extra={"model": asdict(config), "data": [asdict(train), asdict(val) if val is not None else None]},
+                     recorded={"model_summary": summary}, output_format=TRAINING_FORMAT)
 
 
 def run_key(config: ModelConfig, params: TrainParams, tubes: TubeSet, train: LabelledClips,
             val: LabelledClips | None) -> str:
-    return stable_hash({"stage": STAGE, "version": VERSION, "model": asdict(config), "params": asdict(params),
-                        "inputs": {tubes.output.stage: tubes.output.key},
-                        "data": [asdict(train), asdict(val) if val is not None else None]})
+    return run_spec(config, params, tubes, train, val).key
 
 
 def _schedule(optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int):
@@ -112,19 +123,6 @@ def _append_line(path: Path, record: dict) -> None:
         raise StoreError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
-class TrainProgress:
-    """Callbacks of `train` (the CLI draws them with Rich)."""
-
-    def start(self, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
-        """Training from `start_epoch` (> 0 when resumed)."""
-
-    def step(self, loss: float, lr: float, clips: int) -> None:
-        """One optimiser step over `clips` clips."""
-
-    def epoch(self, record: dict) -> None:
-        """An epoch's metrics are in."""
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -145,8 +143,9 @@ def data_record(source) -> dict:
         output = source.store.stage(stage, key)
     try:
         manifest = output.manifest()
+        layout = manifest.get("recorded", {}).get("layout", manifest.get("layout"))  # older manifests: top level
         record["keypoints"] = {"stage": output.stage, "key": output.key, "params": manifest.get("params", {}),
-                               "layout": manifest.get("layout")}
+                               "layout": layout}
     except DualnetError:
         pass  # the keypoint output was collected away: predict then falls back to default parameters
     return record
@@ -154,7 +153,7 @@ def data_record(source) -> dict:
 
 def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: LabelledClips | None = None,
           params: TrainParams = TrainParams(), store: Store | str | Path | None = None,
-          progress: TrainProgress | None = None, device: str | None = None, num_workers: int = 0,
+          progress: Progress | None = None, device: str | None = None, num_workers: int = 0,
           classes: list[str] | None = None) -> TrainResult:
     """Train (or resume, or reuse) the run that `config`, `params` and the data define.
 
@@ -169,37 +168,28 @@ def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: Lab
         raise DualnetError("--balance sample cannot be used under torchrun (each process takes its own share of "
                            "the clips, unweighted): use --balance reweight, or train in one process")
     rank, world = _distributed()
-    progress = progress if progress is not None and rank == 0 else TrainProgress()
+    progress = progress if progress is not None and rank == 0 else Progress()
     if device is None:
         device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    key = run_key(config, params, tubes, train_clips, val_clips)
-    output = store.stage(STAGE, key)
-    run_dir = output.path
+    spec = run_spec(config, params, tubes, train_clips, val_clips)
+    key = spec.key
+    run_dir = store.stage(STAGE, key).path
     if rank > 0:  # only rank 0 takes the store lock and writes; the others follow it
         _barrier(world)
         return _train_loop(config, tubes, train_clips, val_clips, params, run_dir, progress, dev, num_workers,
                            rank, world, key, classes)
-    with store.lock(Shard()):
-        k = len(get_entity_set(config.entity_set))
-        model_summary = (f"{config.backbone} {config.modality} path={config.path} D={config.dim} "
-                         f"T={config.num_frames} K={k} classes={config.num_classes}")
-        output.prepare({"stage": STAGE, "version": VERSION, "params": {**asdict(params), "model": model_summary},
-                        "model": asdict(config), "epochs": params.epochs,
-                        "inputs": {tubes.output.stage: tubes.output.key}},
-                       Shard())
-        output.finish(Shard())
-        store.set_ref(STAGE, key, asdict(params))
+    with store.run(spec):
         _barrier(world)
         return _train_loop(config, tubes, train_clips, val_clips, params, run_dir, progress, dev, num_workers,
                            rank, world, key, classes)
 
 
 def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips, val_clips: LabelledClips | None,
-                params: TrainParams, run_dir: Path, progress: TrainProgress, dev: torch.device, num_workers: int,
+                params: TrainParams, run_dir: Path, progress: Progress, dev: torch.device, num_workers: int,
                 rank: int, world: int, key: str, classes: list[str] | None = None) -> TrainResult:
     """The epochs themselves; every rank runs it, rank 0 alone writes."""
-    history_path = run_dir / "metrics.jsonl"
+    history_path = run_dir / HISTORY
     if (run_dir / "done.json").exists():
         history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
         return TrainResult(run_dir, key, 0, history, reused=True)
@@ -239,7 +229,9 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
         history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()][:start_epoch]
         if rank == 0:
             _replace_text(history_path, "".join(json.dumps(h) + "\n" for h in history))
-    progress.start(params.epochs, start_epoch, steps_per_epoch)
+    if start_epoch:
+        progress.note(f"resuming at epoch {start_epoch}")
+    progress.begin("train", (params.epochs - start_epoch) * steps_per_epoch, "steps")
     pin = dev.type == "cuda"  # page-locked batches: the host-to-device copy overlaps compute
     val_loader = None
     if val_clips is not None and len(val_clips.names):
@@ -277,7 +269,8 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
                 scheduler.step()
             seen += len(batch["label"])
             losses.append(float(loss.detach()))
-            progress.step(losses[-1], scheduler.get_last_lr()[0], len(batch["label"]))
+            progress.advance(1, f"loss {losses[-1]:.3f} lr {scheduler.get_last_lr()[0]:.2e} "
+                                f"{seen / max(time.perf_counter() - started, 1e-9):.1f} clips/s")
             kill_point("train.batch")
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
                   "clips_per_s": world * seen / max(time.perf_counter() - started, 1e-9)}
@@ -300,7 +293,8 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
             _atomic_save(state, run_dir / "best.pt")
         _atomic_save(state, last)
         kill_point("train.epoch_saved")
-        progress.epoch(record)
+        val = f", val top1 {100 * record['val_top1']:.1f}%" if "val_top1" in record else ""
+        progress.note(f"epoch {epoch}: train loss {record['train_loss']:.3f}{val}")
         _barrier(world)
     if rank == 0:
         write_json_atomic(run_dir / "done.json", {"epochs": params.epochs, "best": best})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,7 @@ from dualnet.layouts import get_layout
 from pipelines.data.crops import crop_boxes, letterbox, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.formats.keypoints import KeypointSet
-from pipelines.formats.params import TUBES_STAGE as STAGE
-from pipelines.formats.params import TUBES_VERSION as VERSION
-from pipelines.formats.params import TubeParams
-from pipelines.formats.params import tubes_key as stage_key
+from pipelines.formats.params import TubeParams, tubes_spec
 from pipelines.formats.tube_packs import (
     ARRAYS,
     ClipTubes,
@@ -36,7 +33,8 @@ from pipelines.formats.tube_packs import (
 )
 from pipelines.io.video import iter_frames
 from pipelines.kill_points import kill_point
-from pipelines.store import Shard, Store
+from pipelines.progress import Progress
+from pipelines.store import StageReport, Store
 from pipelines.store.integrity import missing
 
 
@@ -75,29 +73,16 @@ def make_clip_tubes(name: str, keypoints_set: KeypointSet, params: TubeParams, v
     return ClipTubes(name, arrays, meta)
 
 
-class TubeProgress:
-    """Callbacks of `run_tubes` (the CLI draws them with Rich)."""
-
-    def start(self, clips: int, skipped: int) -> None:
-        """`clips` to do, `skipped` already done."""
-
-    def item(self, name: str, error: str | None) -> None:
-        """Clip `name` is done (or failed with a one-line `error`)."""
-
-
 @dataclass
-class TubeReport:
-    key: str
-    processed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+class TubeReport(StageReport):
+    """What one `run_tubes` call did, by clip name, and how many packs it wrote."""
+
     packs: int = 0
-    seconds: float = 0.0
 
 
 def run_tubes(store: Store | str | Path | None = None, params: TubeParams = TubeParams(),
               keypoints: KeypointSet | None = None, names: list[str] | None = None,
-              video_root: str | Path | None = None, progress: TubeProgress | None = None) -> TubeReport:
+              video_root: str | Path | None = None, progress: Progress | None = None) -> TubeReport:
     """Cut and cache entity tubes for the clips of a keypoint output (default: `extract` with default parameters).
 
     Args:
@@ -106,19 +91,15 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
             moved to another machine).
     """
     store = store if isinstance(store, Store) else Store(store)
-    progress = progress or TubeProgress()
+    progress = progress or Progress()
     started = time.perf_counter()
     keypoints = keypoints or KeypointSet(store)
-    key = stage_key(params, keypoints.output)
-    report = TubeReport(key)
-    output = store.stage(STAGE, key)
-    shard = Shard()
+    spec = tubes_spec(params, keypoints.output)
+    report = TubeReport(spec.key)
     wanted = names if names is not None else keypoints.names()
-    with store.lock(shard):
-        tmp = output.prepare({"stage": STAGE, "version": VERSION, "params": asdict(params), "packed": True,
-                              "inputs": {keypoints.output.stage: keypoints.output.key}}, shard)
-        store.set_ref(STAGE, key, asdict(params))
-        output.record_run(shard, wanted)
+    with store.run(spec) as run:
+        output, tmp = run.output, run.tmp
+        run.record_request(wanted)
         done = pack_index(output)
         todo = []
         for name in wanted:
@@ -129,7 +110,9 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
             else:
                 video = Path(video_root) / attrs["source_name"] if video_root else Path(attrs["source_path"])
                 todo.append((name, fingerprint, video))
-        progress.start(len(todo), len(report.skipped))
+        if report.skipped:
+            progress.note(f"{len(report.skipped)} clip(s) already have tubes: skipped")
+        progress.begin(f"tubes for {len(todo)} clip(s)", len(todo), "clips")
         pending = TubePack(params.pack_size)
 
         def flush() -> None:
@@ -157,18 +140,19 @@ def run_tubes(store: Store | str | Path | None = None, params: TubeParams = Tube
                 output.record_failure(name, str(video), str(e))
                 report.failed[name] = str(e)
                 progress.item(name, str(e))
+                progress.advance()
                 continue
             clip.meta["fingerprint"] = fingerprint
             pending.add(clip)
             kill_point("tubes.clip")
             progress.item(name, None)
+            progress.advance()
             if len(pending) >= params.pack_size:
                 flush()
         flush()
         for pack in output.item_names():  # damaged packs: their clips were redone above
             if missing(output.items_dir / pack, ARRAYS) is not None:
                 output.remove_item(pack, tmp)
-        output.finish(shard)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -36,6 +36,7 @@ from pipelines.errors import StoreError, StoreLockedError
 from pipelines.hashing import FingerprintCache, stable_hash
 from pipelines.kill_points import kill_point
 from pipelines.store.integrity import damaged
+from pipelines.store.stage_run import StageReport, StageSpec, open_run  # noqa: F401 (re-exported)
 
 DEFAULT_STORE = "cache"
 STORE_ENV = "DUALNET_STORE"
@@ -219,6 +220,46 @@ class StageSummary:
     current: bool
 
 
+@dataclass(frozen=True)
+class OutputFormat:
+    """How the store counts the finished work of one kind of output; each format module registers its own.
+
+    Attributes:
+        done: Names of the finished units (items, clips, epochs) of an output; damaged entries do not count.
+        total: How many units the output should hold (default: the items its runs asked for, or found done).
+        outside_items: Its files live beside ``items/`` too (a training run's checkpoints): sizes walk it all.
+    """
+
+    done: Callable[[StageOutput], list[str]]
+    total: Callable[[StageOutput, dict], int] | None = None
+    outside_items: bool = False
+
+
+_FORMATS: dict[str, OutputFormat] = {}
+
+
+def register_output_format(name: str, fmt: OutputFormat) -> None:
+    """Make `name` (a manifest's ``recorded.format``) count its finished work with `fmt`."""
+    _FORMATS[name] = fmt
+
+
+def output_format(manifest: dict, where: Path) -> OutputFormat:
+    """The registered format of an output's manifest. Manifests written before formats were recorded name none:
+    theirs is told by the fields they had (``packed``: tube packs; ``epochs``: a training run)."""
+    name = manifest.get("recorded", {}).get("format")
+    if name is None:
+        name = "tube-packs" if manifest.get("packed") else "training-run" if "epochs" in manifest else "keypoint-items"
+    if name not in _FORMATS:
+        raise StoreError(f"{where}: output format {name!r} is unknown here (import pipelines.formats first, or a "
+                         "newer micro-dualnet wrote it)")
+    return _FORMATS[name]
+
+
+def _done_item_folders(output: StageOutput) -> list[str]:
+    """The generic format: one finished item per undamaged folder under ``items/``."""
+    return [n for n in output.item_names() if not damaged(output.items_dir / n)]
+
+
 class StageOutput:
     """The directory ``<root>/<stage>/<key>/``: finished items, failure records and run bookkeeping."""
 
@@ -278,46 +319,21 @@ class StageOutput:
         return names
 
     def done_items(self, manifest: dict) -> list[str]:
-        """What counts as done: item folders; for packed stages the clips inside the packs; for a training run
-        its finished epochs. Damaged items and packs (a file missing) do not count."""
-        if manifest.get("packed"):
-            names: set[str] = set()
-            for pack in self.item_names():
-                if damaged(self.items_dir / pack):
-                    continue
-                try:
-                    names.update(c["name"] for c in read_json(self.items_dir / pack / "zarr.json")["attributes"]
-                                 ["clips"])
-                except (OSError, ValueError, KeyError):
-                    continue
-            return sorted(names)
-        if "epochs" in manifest:
-            history = self.path / "metrics.jsonl"
-            lines = history.read_text().splitlines() if history.exists() else []
-            return [f"epoch {i}" for i, line in enumerate(lines) if line.strip()]
-        names = {n for n in self.item_names() if not damaged(self.items_dir / n)}
-        for pack in self.pack_names():
-            if damaged(self.items_dir / pack):
-                continue
-            try:
-                names.update(e["name"] for e in read_json(self.items_dir / pack / "zarr.json")["attributes"]["items"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        return sorted(names)
+        """Names of the finished work of this output, as its output format counts it (damaged entries do not
+        count)."""
+        return output_format(manifest, self.path).done(self)
 
     def summary(self, current: bool = False) -> StageSummary:
         manifest = self.manifest()
-        done = self.done_items(manifest)
+        fmt = output_format(manifest, self.path)
+        done = fmt.done(self)
         failed = self.failures()
-        if "epochs" in manifest:
-            total = int(manifest["epochs"])
-        else:
-            total = len(self.requested_items() | set(done))
+        total = fmt.total(self, manifest) if fmt.total else len(self.requested_items() | set(done))
         latest = (self.path / "stage.json").stat().st_mtime
         for base in (self.items_dir, self.runs_dir, self.failed_dir):
             if base.is_dir():
                 latest = max(latest, base.stat().st_mtime)
-        size = self.size_bytes(walk_all="epochs" in manifest)
+        size = self.size_bytes(walk_all=fmt.outside_items)
         updated = dt.datetime.fromtimestamp(latest, dt.UTC).isoformat(timespec="seconds")
         return StageSummary(self.stage, self.key, manifest.get("params", {}), len(done), len(failed), total, size,
                             updated, current)
@@ -445,6 +461,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+register_output_format("items", OutputFormat(_done_item_folders))
+
+
 class Store:
     """A feature-store root. Cheap to construct; creates nothing until a writer needs it."""
 
@@ -467,6 +486,10 @@ class Store:
 
     def lock(self, shard: Shard = Shard(), command: str = "") -> StoreLock:
         return StoreLock(self.root, shard, command)
+
+    def run(self, spec: StageSpec, shard: Shard = Shard(), *, set_ref: bool = True):
+        """The context a stage writes in (see `stage_run.open_run`): lock, manifest, ref, and cleanup."""
+        return open_run(self, spec, shard, set_ref=set_ref)
 
     def fingerprints(self) -> FingerprintCache:
         db = self.root / "fingerprints.sqlite"
