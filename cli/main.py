@@ -391,6 +391,11 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
     optimizer: Annotated[str, typer.Option(help="adamw | sgd.")] = "adamw",
     balance: Annotated[str, typer.Option(help="none | reweight | sample (long-tailed classes).")] = "reweight",
+    class_weights: Annotated[str, typer.Option(help="With reweight: inverse | sqrt | effective (class frequency).")
+                             ] = "inverse",
+    backbone_lr: Annotated[float, typer.Option(help="Backbone learning rate, in multiples of --lr.")] = 0.1,
+    pretrained: Annotated[str, typer.Option(help="Backbone start: imagenet (the paper, r50, small presets' "
+                                                 "default), a torchvision-keyed .pth path or URL, or none.")] = "",
     accumulate: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
@@ -419,10 +424,11 @@ def train(
         fail(f"{root}: no labelled clip of split {train_split!r} has tubes in {store}")
     val_clips = _labelled(index, val_split, available, True) if val_split else None
     num_coarse = len(index.coarse_classes) if train_clips.coarse is not None else 0
+    start = {"pretrained": pretrained} if pretrained else {}
     config = dualnet.preset(preset, num_classes=len(index.classes), num_coarse=num_coarse,
-                            entity_set=entity_set, layout=tubes.load(train_clips.names[0])["meta"]["layout"])
+                            entity_set=entity_set, layout=tubes.load(train_clips.names[0])["meta"]["layout"], **start)
     params = TrainParams(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, balance=balance,
-                         accumulate=accumulate, seed=seed)
+                         class_weights=class_weights, backbone_lr=backbone_lr, accumulate=accumulate, seed=seed)
     with progress_bar() as bar:
         result = run_train(config, tubes, train_clips, val_clips, params, Store(store),
                            bar, num_workers=workers, classes=list(index.classes))

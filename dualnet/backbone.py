@@ -9,13 +9,35 @@ residual branch ("residual shift"); it has no parameters, so it adds no keys.
 from __future__ import annotations
 
 import hashlib
-import urllib.request
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
 FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048, "resnet101": 2048, "tiny": 64}
+# torchvision's published ImageNet-1k weights (IMAGENET1K_V1, the ones TSM starts from). Their file names carry the
+# first hex digits of the file's sha256, as torch.hub checks them.
+IMAGENET_WEIGHTS = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+}
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z]+$")
+
+
+def check_hash_prefix(path: Path) -> None:
+    """When `path`'s name ends in ``-<hex>.<ext>`` (torch.hub's convention), its sha256 must start with that hex."""
+    found = _HASH_IN_NAME.search(path.name)
+    if found is None:
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    if not h.hexdigest().startswith(found.group(1)):
+        raise ValueError(f"{path}: sha256 {h.hexdigest()[:12]}... does not start with the {found.group(1)} its name "
+                         "carries (a truncated or altered download): delete it and fetch it again")
 
 
 def temporal_shift(x: torch.Tensor, num_frames: int, shift_div: int = 8) -> torch.Tensor:
@@ -134,26 +156,17 @@ class TSMResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-    def load_pretrained(self, source: str, sha256: str | None = None, cache_dir: str | Path = "cache/models") -> None:
-        """Load torchvision-keyed weights from a file or URL (downloaded once, sha256-checked when given, also as
-        ``url#sha256=<hex>``).
+    def load_pretrained(self, path: str | Path) -> None:
+        """Load torchvision-keyed weights from a local file (downloads are the pipeline's: `io.downloads`).
 
-        The classifier (``fc``) is skipped when its shape differs; every other key must match.
+        A file named as torch.hub names its files (``<name>-<hex>.pth``, e.g. ``resnet101-63fe2227.pth``) must
+        have a sha256 that starts with that hex, checked at every load. The classifier (``fc``) is skipped when its
+        shape differs; every other key must match.
         """
-        if "#sha256=" in source:  # "url#sha256=<hex>", as everywhere else in micro-dualnet
-            source, sha256 = source.split("#sha256=", 1)
-        path = Path(source)
-        if source.startswith(("http://", "https://", "file://")):
-            path = Path(cache_dir) / Path(source.split("?")[0]).name
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".part")
-                urllib.request.urlretrieve(source, tmp)
-                tmp.replace(path)
-        if sha256 is not None:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != sha256:
-                raise ValueError(f"{path}: sha256 {digest[:12]}... is not the expected {sha256[:12]}...")
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: weights file not found")
+        check_hash_prefix(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
         own = self.state_dict()

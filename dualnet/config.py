@@ -23,7 +23,8 @@ class ModelConfig:
     modality: str = "rgb+pose"  # rgb | pose | rgb+pose (paper: RGB+pose for the headline numbers)
     path: str = "dual"  # st | ts | dual (routed) | average (fixed 0.5/0.5 fusion, an ablation)
     backbone: str = "resnet101"  # resnet18 | resnet50 | resnet101 (paper) | tiny (CPU tests)
-    pretrained: str = ""  # ImageNet weights with torchvision key names: a file path or a URL; "" = random init
+    pretrained: str = ""  # backbone start: "imagenet" (torchvision's weights, downloaded once and hash-checked by
+    # `dualnet train`), a torchvision-keyed file path or URL, or "" = random init. Non-empty also turns on partial BN.
     num_frames: int = 8  # T, TSM segments per clip (paper)
     entity_set: str = "k6"  # k6: face, head, torso, hands, lower body (paper, MA-52); k5 without lower body (iMiGUE)
     layout: str = "mediapipe_holistic"  # keypoint layout of the pose input (decides each entity's points)
@@ -44,6 +45,8 @@ class ModelConfig:
     global_size: int = 224  # G, global frame side (the TSM convention the paper assumes)
 
     def __post_init__(self) -> None:
+        if self.pretrained == "none":  # said explicitly: random init
+            object.__setattr__(self, "pretrained", "")
         for name, allowed in (("modality", MODALITIES), ("path", PATHS), ("backbone", BACKBONES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -72,18 +75,19 @@ class ModelConfig:
 
 
 def paper() -> ModelConfig:
-    """The paper's model: ResNet-101 + TSM, T = 8, K = 6, D = 256, RGB + pose, dual path, MAC lambda 0.1."""
-    return ModelConfig()
+    """The paper's model: ImageNet-initialised ResNet-101 + TSM, T = 8, K = 6, D = 256, RGB + pose, dual path, MAC
+    lambda 0.1."""
+    return ModelConfig(pretrained="imagenet")
 
 
 def r50() -> ModelConfig:
-    """ResNet-50 backbone, otherwise the paper's settings."""
-    return ModelConfig(backbone="resnet50")
+    """ResNet-50 backbone (ImageNet weights), otherwise the paper's settings."""
+    return ModelConfig(backbone="resnet50", pretrained="imagenet")
 
 
 def small() -> ModelConfig:
-    """ResNet-18 at D = 128: a single mid-range GPU."""
-    return ModelConfig(backbone="resnet18", dim=128, heads=2)
+    """ResNet-18 (ImageNet weights) at D = 128: a single mid-range GPU."""
+    return ModelConfig(backbone="resnet18", dim=128, heads=2, pretrained="imagenet")
 
 
 def tiny() -> ModelConfig:

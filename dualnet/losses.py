@@ -2,21 +2,25 @@
 
 MAC (paper: "entity-aware contrastive learning between paths before routing"). Ours, in detail: per entity k, the
 time-pooled X_ST[:, k] and X_TS[:, k] are projected and L2-normalised; a symmetric InfoNCE takes as positive the
-same clip and entity in the other path and as negatives the other clips of the batch (same entity); the loss is
-the mean over entities.
+same clip and entity in the other path and as negatives the other clips of the batch (same entity), except clips of
+the same class when the labels are given (they are not negatives of each other); the loss is the mean over
+entities. Under DistributedDataParallel the negatives are the clips of the process's own batch.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 
-def mac_loss(z_st: torch.Tensor, z_ts: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def mac_loss(z_st: torch.Tensor, z_ts: torch.Tensor, temperature: float = 0.1,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric per-entity InfoNCE between the paths.
 
     Args:
         z_st, z_ts: (B, K, E) projected, time-pooled entity features of the ST and TS paths.
+        labels: (B,) class labels: another clip of the same class is left out of the negatives.
 
     Returns:
         A scalar: about log(B) for unrelated embeddings, near 0 when each clip's two paths agree and clips differ.
@@ -24,6 +28,10 @@ def mac_loss(z_st: torch.Tensor, z_ts: torch.Tensor, temperature: float = 0.1) -
     b, k, _ = z_st.shape
     a, c = F.normalize(z_st, dim=-1), F.normalize(z_ts, dim=-1)
     logits = torch.einsum("ike,jke->kij", a, c) / temperature  # (K, B, B): clip i in ST vs clip j in TS
+    if labels is not None:
+        same = labels[:, None] == labels[None, :]  # (B, B)
+        same.fill_diagonal_(False)  # the positive stays
+        logits = logits.masked_fill(same, float("-inf"))
     target = torch.arange(b, device=z_st.device).repeat(k)
     forward = F.cross_entropy(logits.reshape(k * b, b), target)
     backward = F.cross_entropy(logits.transpose(1, 2).reshape(k * b, b), target)
@@ -47,3 +55,20 @@ def total_loss(logits: torch.Tensor, labels: torch.Tensor, mac: torch.Tensor | N
         parts["coarse_ce"] = float(coarse.detach())
     parts["total"] = float(total.detach())
     return total, parts
+
+
+def class_weights(counts: np.ndarray, kind: str = "inverse", beta: float = 0.999) -> np.ndarray:
+    """Cross-entropy weights for long-tailed classes from per-class clip counts (C,).
+
+    kind: ``inverse`` (1 / n), ``sqrt`` (1 / sqrt(n)) or ``effective`` ((1 - beta) / (1 - beta^n), Cui et al.,
+    CVPR 2019). Scaled so that the clips' mean weight is 1 (sum_c n_c w_c = N); classes without clips get 0.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    n = np.maximum(counts, 1)
+    raw = {"inverse": lambda: 1 / n, "sqrt": lambda: 1 / np.sqrt(n),
+           "effective": lambda: (1 - beta) / (1 - beta ** n)}
+    if kind not in raw:
+        raise ValueError(f"class weights {kind!r} are not inverse, sqrt or effective")
+    weights = np.where(present, raw[kind](), 0.0)
+    return weights * counts.sum() / max(float((weights * counts).sum()), 1e-12)

@@ -14,6 +14,7 @@ Inputs (B clips, T frames, K entities, S entity size, G global size, V keypoints
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from einops import rearrange
@@ -51,10 +52,16 @@ class MicroDualNet(nn.Module):
         self.num_entities = k = len(entities)
         d = config.dim
         self.backbone: TSMResNet | None = None
+        # TSM's partial BN: a backbone that starts from ImageNet weights keeps their BatchNorm statistics and affine
+        # parameters (all but the first BN), so 112-px entity crops and 224-px frames never mix into new running
+        # statistics. The weights themselves are loaded by whoever has them (`load_backbone_weights`): building a
+        # model never touches the network or the disk.
+        self.partial_bn = config.uses_rgb and bool(config.pretrained)
         if config.uses_rgb:
             self.backbone = TSMResNet(config.backbone, config.shift_div)
-            if config.pretrained:
-                self.backbone.load_pretrained(config.pretrained)
+            if self.partial_bn:
+                for norm in self._frozen_norms():
+                    norm.requires_grad_(False)
             self.visual = VisualEntityEncoder(self.backbone.feature_dim, d)
         if config.uses_pose:
             self.pose = PoseEntityEncoder(get_layout(config.layout), entities, d)
@@ -63,16 +70,53 @@ class MicroDualNet(nn.Module):
         if config.position_embeddings:
             self.entity_embedding = nn.Parameter(torch.randn(1, 1, k, d) * 0.02)
             self.time_embedding = nn.Parameter(torch.randn(1, config.num_frames, 1, d) * 0.02)
+        # Only what the configured path uses is built (DistributedDataParallel rejects parameters without gradients).
         args = (d, config.heads, config.depth, config.mlp_ratio, config.dropout)
-        self.st_path = STPath(*args)
-        self.ts_path = TSPath(*args)
-        self.router = EntityRouter(k, d)
-        if config.mac:
+        self.st_path = STPath(*args) if config.path != "ts" else None
+        self.ts_path = TSPath(*args) if config.path != "st" else None
+        self.router = EntityRouter(k, d) if config.path == "dual" else None
+        self.projector = None
+        if config.mac and config.path in ("dual", "average"):  # MAC needs both paths
             self.projector = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, config.mac_dim))
         head_in = k * d + (self.backbone.feature_dim if self.backbone is not None else 0)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(head_in, config.num_classes)
         self.coarse_head = nn.Linear(head_in, config.num_coarse) if config.num_coarse > 0 else None
+
+    # -- weights and training ------------------------------------------------------------------------------------
+    def _frozen_norms(self) -> list[nn.BatchNorm2d]:
+        """The backbone's BatchNorms that partial BN freezes: all but the first (``bn1``), as TSM does."""
+        return [m for m in self.backbone.modules() if isinstance(m, nn.BatchNorm2d) and m is not self.backbone.bn1]
+
+    def load_backbone_weights(self, path: str | Path) -> None:
+        """Load torchvision-keyed ImageNet weights (a local file) into the backbone."""
+        if self.backbone is None:
+            raise ValueError(f"modality {self.config.modality!r} has no backbone to load {path} into")
+        self.backbone.load_pretrained(path)
+
+    def train(self, mode: bool = True) -> MicroDualNet:
+        """Training mode; with partial BN the frozen BatchNorms stay in eval mode (their statistics do not move)."""
+        super().train(mode)
+        if mode and self.partial_bn:
+            for norm in self._frozen_norms():
+                norm.eval()
+        return self
+
+    def parameter_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 0.1) -> list[dict]:
+        """Optimiser groups: the backbone at `backbone_lr_scale` x `lr` (it starts from ImageNet weights, the rest
+        from scratch); no weight decay on norms, biases and embeddings (1-D parameters, the routers' per-entity
+        biases ``b1``/``b2`` and the position embeddings). Frozen parameters are left out."""
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            leaf = name.rsplit(".", 1)[-1]
+            no_decay = param.ndim <= 1 or leaf in ("b1", "b2") or leaf.endswith("_embedding")
+            groups.setdefault((name.startswith("backbone."), no_decay), []).append(param)
+        return [{"params": params, "lr": lr * (backbone_lr_scale if backbone else 1.0),
+                 "weight_decay": 0.0 if no_decay else weight_decay,
+                 "name": f"{'backbone' if backbone else 'heads'}{' (no decay)' if no_decay else ''}"}
+                for (backbone, no_decay), params in sorted(groups.items())]
 
     # -- features ------------------------------------------------------------------------------------------------
     def entity_features(self, tubes: torch.Tensor | None = None, keypoints: torch.Tensor | None = None,
@@ -104,9 +148,14 @@ class MicroDualNet(nn.Module):
     # -- forward -------------------------------------------------------------------------------------------------
     def forward(self, tubes: torch.Tensor | None = None, frames: torch.Tensor | None = None,
                 keypoints: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
-                path: str | None = None) -> DualNetOutput:
-        """Classify a batch of clips. `path` overrides the config's path (st | ts | dual | average)."""
+                path: str | None = None, labels: torch.Tensor | None = None) -> DualNetOutput:
+        """Classify a batch of clips. `path` runs another path than the config's, among those the model built (a
+        dual model runs st, ts and average too). With `labels` (B,) (training), MAC does not take clips of the same
+        class as negatives of each other."""
         path = path or self.config.path
+        if (path != "ts" and self.st_path is None) or (path != "st" and self.ts_path is None) or \
+                (path == "dual" and self.router is None):
+            raise ValueError(f"path {path!r} needs modules a model built for path {self.config.path!r} does not have")
         x = self.entity_features(tubes, keypoints, boxes)  # (B, T, K, D)
         b, k = x.shape[0], x.shape[2]
         x_st = self.st_path(x) if path != "ts" else None
@@ -125,8 +174,8 @@ class MicroDualNet(nn.Module):
         pooled_st = x_st.mean(dim=1) if x_st is not None else None  # (B, K, D)
         pooled_ts = x_ts.mean(dim=1) if x_ts is not None else None
         mac = None
-        if self.config.mac and pooled_st is not None and pooled_ts is not None:
-            mac = mac_loss(self.projector(pooled_st), self.projector(pooled_ts), self.config.mac_temperature)
+        if self.projector is not None and pooled_st is not None and pooled_ts is not None:
+            mac = mac_loss(self.projector(pooled_st), self.projector(pooled_ts), self.config.mac_temperature, labels)
         f_entity = fused.mean(dim=1).flatten(1)  # (B, K*D): entities keep their identity in the head
         if self.backbone is not None:
             if frames is None:

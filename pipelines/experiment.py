@@ -170,10 +170,19 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
             from pipelines.stages.train import run_key
 
             run_dir = st.stage("train", run_key(model, params, tubes, train_clips, val_clips)).path
-        report.checkpoint = run_dir / ("best.pt" if (run_dir / "best.pt").exists() else "last.pt")
+        report.checkpoint = run_dir / _checkpoint_file(config, run_dir)
         if "eval" in stages:
             _evaluate(config, index, tubes, available, report)
     return report
+
+
+def _checkpoint_file(config: dict, run_dir: Path) -> str:
+    """``[eval] checkpoint``: ``best`` (selected on the validation split) or ``last`` (the final epoch; for datasets
+    whose only held-out split is the test split, such as iMiGUE, where choosing on it would select on the test)."""
+    which = config.get("eval", {}).get("checkpoint", "best")
+    if which not in ("best", "last"):
+        raise ValueError(f"[eval] checkpoint {which!r} is not best or last")
+    return "best.pt" if which == "best" and (run_dir / "best.pt").exists() else "last.pt"
 
 
 def _evaluate(config: dict, index, tubes, available: set[str], report: RunReport) -> None:

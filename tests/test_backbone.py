@@ -64,20 +64,46 @@ def test_features_shapes():
     assert maps.shape == (8, 64, 2, 2) and model.feature_dim == 64
 
 
-def test_pretrained_from_a_url_with_checksum(tmp_path):
+def test_imagenet_weights_by_url_are_downloaded_once_and_hash_checked_at_every_use(tmp_path):
+    """Issue 13: weights named as torch.hub names them (``<arch>-<sha256 prefix>.pth``) are checked against that
+    prefix at every load; a URL is fetched once into the store's models folder."""
     import hashlib
 
     import pytest
 
+    from pipelines.errors import InputError
+    from pipelines.io.downloads import resolve_pretrained
+
     sd = TSMResNet("tiny").state_dict()
-    path = tmp_path / "tiny.pth"
-    torch.save(sd, path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    plain = tmp_path / "tiny.pth"
+    torch.save(sd, plain)
+    prefix = hashlib.sha256(plain.read_bytes()).hexdigest()[:8]
+    named = tmp_path / "src" / f"tiny-{prefix}.pth"
+    named.parent.mkdir()
+    plain.rename(named)
+    local = resolve_pretrained(named.as_uri(), "tiny", tmp_path / "models")
+    assert local.parent.parent == tmp_path / "models" and local.name == named.name
     model = TSMResNet("tiny")
-    model.load_pretrained(f"{path.as_uri()}#sha256={digest}", cache_dir=tmp_path / "cache")
+    model.load_pretrained(local)
     torch.testing.assert_close(model.conv1.weight, sd["conv1.weight"])
-    assert (tmp_path / "cache" / "tiny.pth").is_file()
-    with pytest.raises(ValueError, match="is not the expected"):
-        TSMResNet("tiny").load_pretrained(f"{path.as_uri()}#sha256={'0' * 64}", cache_dir=tmp_path / "cache")
+    assert resolve_pretrained(named.as_uri(), "tiny", tmp_path / "models") == local  # no second download
+    assert resolve_pretrained("none", "resnet50", tmp_path / "models") is None
+    # a file whose content does not match the hash its name carries is refused at load time
+    wrong = tmp_path / "tiny-00000000.pth"
+    torch.save(sd, wrong)
+    with pytest.raises(ValueError, match="does not start with the 00000000 its name carries"):
+        TSMResNet("tiny").load_pretrained(wrong)
     with pytest.raises(ValueError, match="not a torchvision resnet50 state dict"):
-        TSMResNet("resnet50").load_pretrained(str(path))
+        TSMResNet("resnet50").load_pretrained(local)
+    # offline (nothing listens on port 9): one line saying how to go on, never a silent random start
+    with pytest.raises(InputError, match="--pretrained PATH, or train from random weights with --pretrained none"):
+        resolve_pretrained("http://127.0.0.1:9/resnet18-f37072fd.pth", "resnet18", tmp_path / "models", timeout=5)
+    with pytest.raises(InputError, match="no ImageNet weights for backbone 'tiny'"):
+        resolve_pretrained("imagenet", "tiny", tmp_path / "models")
+
+
+def test_imagenet_urls_are_torchvisions():
+    from dualnet.backbone import IMAGENET_WEIGHTS
+
+    assert IMAGENET_WEIGHTS["resnet101"] == "https://download.pytorch.org/models/resnet101-63fe2227.pth"
+    assert set(IMAGENET_WEIGHTS) == {"resnet18", "resnet50", "resnet101"}

@@ -152,3 +152,20 @@ def test_status_fits_80_columns_and_shows_the_backend_parameters(ma52_store):
     text = " ".join(result.stdout.split())
     assert "backend=mediapipe" in text and "model_complexity=1" in text and "dtype=float32" in text, text
     assert not any(p in text for p in ("det_model", "pose_model", "det_input_size", "pose_input_size")), text
+
+
+@requires_shared
+def test_training_the_paper_preset_offline_says_how_to_go_on(ma52_tubes, tmp_path):
+    """Issue 13: the ImageNet start cannot be downloaded (nothing listens on port 9): one line naming the URL and
+    the two ways on, before anything is trained; never a silent random start."""
+    import shutil
+
+    shutil.copytree(ma52_tubes.store.root, tmp_path / "store")
+    clips = tmp_path / "clips.csv"
+    clips.write_text("path,label,split\n" + "".join(f"{v},{v.name[:2]},train\n" for v in MA52_VIDEOS.glob("*.mp4")))
+    url = "http://127.0.0.1:9/resnet18-f37072fd.pth"
+    result = run_cli("train", "--dataset", "csv", "--root", str(clips), "--store", str(tmp_path / "store"),
+                     "--preset", "small", "--val-split", "", "--pretrained", url, "--epochs", "1")
+    line = _one_error_line(result)
+    assert result.returncode == 2 and url in line and "--pretrained PATH" in line and "--pretrained none" in line
+    assert not (tmp_path / "store" / "train").exists()

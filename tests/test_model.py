@@ -48,7 +48,11 @@ def test_preset_forward_backward_every_parameter_learns(name):
     silent = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
     assert not silent, silent
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    assert all(n.startswith("backbone.fc.") for n in frozen)  # only torchvision's unused ImageNet classifier
+    # torchvision's unused ImageNet classifier, and with ImageNet weights (partial BN) all backbone norms but bn1
+    norms = {f"backbone.{n}.{w}" for n, m in model.backbone.named_modules() if isinstance(m, torch.nn.BatchNorm2d)
+             and n != "bn1" for w in ("weight", "bias")} if model.partial_bn else set()
+    assert set(frozen) == {"backbone.fc.weight", "backbone.fc.bias"} | norms if model.backbone is not None else not frozen
+    assert model.partial_bn == (name in ("paper", "r50", "small"))
 
 
 def test_routing_weights_sum_to_one_and_sharpen_with_tau():
@@ -108,3 +112,76 @@ def test_missing_inputs_are_clear_errors():
         dualnet.preset("tiny", num_class=3)
     with pytest.raises(ValueError, match="path 'both' is not one of"):
         dualnet.preset("tiny", path="both")
+
+
+ABLATION_ROWS = {  # the paper's ablation table, one config each (tiny sizes)
+    "ST only": {"path": "st"}, "TS only": {"path": "ts"}, "average fusion": {"path": "average"},
+    "dual, routed": {}, "dual without MAC": {"mac": False}, "RGB only": {"modality": "rgb"},
+    "pose only": {"modality": "pose"}, "RGB + pose": {"modality": "rgb+pose"},
+}
+
+
+@pytest.mark.parametrize("row", list(ABLATION_ROWS))
+def test_every_ablation_row_builds_only_what_it_uses(row):
+    """Issue 13: DistributedDataParallel rejects parameters that get no gradient, so a row builds only its modules:
+    after one backward pass every trainable parameter has a gradient."""
+    torch.manual_seed(0)
+    config = dualnet.preset("tiny", **ABLATION_ROWS[row])
+    model = MicroDualNet(config)
+    out = model(**batch(config), labels=torch.tensor([0, 1, 0]))
+    loss, _ = model.loss(out, torch.tensor([0, 1, 0]))
+    loss.backward()
+    silent = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert not silent, silent
+    assert (model.router is None) == (config.path != "dual")
+    assert (model.projector is None) == (not config.mac or config.path in ("st", "ts"))
+    assert (out.mac is None) == (model.projector is None)
+
+
+def test_partial_bn_keeps_the_imagenet_statistics_while_training():
+    """Issue 13: with ImageNet weights the backbone's BatchNorm statistics (all but the first) do not move in
+    training, so crops and whole frames never mix into them; without, they train as usual."""
+    torch.manual_seed(0)
+    for pretrained, moves in (("imagenet", False), ("", True)):
+        model = MicroDualNet(dualnet.preset("tiny", pretrained=pretrained)).train()
+        inner = model.backbone.layer1[0].bn1
+        before = inner.running_mean.clone(), model.backbone.bn1.running_mean.clone()
+        model(**batch(model.config))
+        assert inner.training == moves
+        assert (not torch.equal(inner.running_mean, before[0])) == moves
+        assert not torch.equal(model.backbone.bn1.running_mean, before[1])  # the first BN always adapts (TSM)
+    assert not MicroDualNet(dualnet.preset("tiny", pretrained="none")).partial_bn
+
+
+def test_parameter_groups_scale_the_backbone_and_spare_norms_biases_embeddings():
+    model = MicroDualNet(dualnet.preset("tiny"))
+    groups = {g["name"]: g for g in model.parameter_groups(1e-3, 0.05, 0.1)}
+    assert set(groups) == {"backbone", "backbone (no decay)", "heads", "heads (no decay)"}
+    assert groups["backbone"]["lr"] == pytest.approx(1e-4) and groups["heads"]["lr"] == 1e-3
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay = {names[id(p)] for g in groups.values() if g["weight_decay"] == 0 for p in g["params"]}
+    assert {"entity_embedding", "time_embedding", "router.b1", "backbone.bn1.weight", "head.bias"} <= no_decay
+    assert "head.weight" not in no_decay and "router.w1" not in no_decay
+    counted = sum(len(g["params"]) for g in groups.values())
+    assert counted == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_mac_leaves_same_class_clips_out_of_the_negatives():
+    """Issue 13: two clips of one class are not pushed apart. With both clips' embeddings equal, InfoNCE without
+    labels cannot tell them apart (loss log 2); with labels they are not negatives (loss 0)."""
+    z = torch.eye(4)[[0, 0, 1]].unsqueeze(1) * 10  # clips 0 and 1 identical, clip 2 different (B=3, K=1, E=4)
+    without = float(dualnet.losses.mac_loss(z, z.clone(), 0.1))
+    with_labels = float(dualnet.losses.mac_loss(z, z.clone(), 0.1, torch.tensor([5, 5, 7])))
+    assert without > 0.4 and with_labels < 1e-3
+
+
+def test_class_weights_inverse_sqrt_effective():
+    import numpy as np
+
+    counts = np.array([100, 10, 1, 0])
+    for kind in ("inverse", "sqrt", "effective"):
+        w = dualnet.losses.class_weights(counts, kind)
+        assert w[3] == 0 and (w * counts).sum() == pytest.approx(counts.sum())  # mean weight per clip 1
+        assert w[0] < w[1] < w[2]
+    inverse, sqrt = dualnet.losses.class_weights(counts, "inverse"), dualnet.losses.class_weights(counts, "sqrt")
+    assert inverse[2] / inverse[0] == pytest.approx(100) and sqrt[2] / sqrt[0] == pytest.approx(10)

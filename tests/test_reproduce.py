@@ -123,9 +123,15 @@ def test_bad_configs_fail_with_one_line(tmp_path):
     assert result.returncode != 0 and "set MA52_ROOT=" in result.stdout
 
 
-def test_configs_hold_the_paper_settings():
-    for name, k in (("ma52", "k6"), ("imigue", "k5")):
+def test_configs_hold_the_paper_settings(tmp_path):
+    from pipelines.experiment import _checkpoint_file
+
+    (tmp_path / "best.pt").touch()
+    (tmp_path / "last.pt").touch()
+    for name, k, reported in (("ma52", "k6", "best.pt"), ("imigue", "k5", "last.pt")):
         cfg = load_config(REPO / "configs" / f"{name}.toml")
         assert cfg["model"]["preset"] == "paper" and cfg["model"]["num_frames"] == 8
         assert cfg["model"]["mac_lambda"] == 0.1 and cfg["tubes"]["entity_set"] == k
+        # iMiGUE's only held-out split is its test split: the last epoch is reported, no model chosen on it (13)
+        assert _checkpoint_file(cfg, tmp_path) == reported
     assert MA52_VIDEOS.is_dir()

@@ -153,7 +153,9 @@ def tubes_key(params: TubeParams, keypoints: StageOutput) -> str:
 
 # --- train ----------------------------------------------------------------------------------------------------
 TRAIN_STAGE = "train"
-TRAIN_VERSION = 2  # 2: crop and colour jitter run batched on the training device (crop jitter by grid_sample)
+TRAIN_VERSION = 3  # 2: crop and colour jitter run batched on the training device (crop jitter by grid_sample)
+# 3: ImageNet weights by default (paper, r50, small) with partial BN; optimiser groups (backbone lr scale, no decay on
+#    norms, biases, embeddings); MAC leaves same-class clips out of the negatives; only the configured path is built
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,10 @@ class TrainParams:
     weight_decay: float = 0.05
     optimizer: str = "adamw"  # adamw | sgd (momentum 0.9, nesterov)
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
-    balance: str = "reweight"  # none | reweight (inverse-frequency CE weights) | sample (class-balanced sampling)
+    balance: str = "reweight"  # none | reweight (class-weighted CE, see class_weights) | sample (balanced sampling)
+    class_weights: str = "inverse"  # reweight by: inverse frequency | sqrt (inverse square root) | effective
+    # (Cui et al. 2019's effective number of samples, beta 0.999)
+    backbone_lr: float = 0.1  # the backbone's learning rate, in multiples of lr (it starts from ImageNet weights)
     accumulate: int = 1  # gradient accumulation steps
     flip: float = 0.5  # probability of a horizontal flip with left/right entity swap
     crop_jitter: float = 0.1  # entity crops: random zoom-in up to this fraction and a matching shift (per clip)
@@ -181,6 +186,10 @@ class TrainParams:
             raise ValueError(f"optimizer {self.optimizer!r} is not adamw or sgd")
         if self.balance not in ("none", "reweight", "sample"):
             raise ValueError(f"balance {self.balance!r} is not none, reweight or sample")
+        if self.class_weights not in ("inverse", "sqrt", "effective"):
+            raise ValueError(f"class_weights {self.class_weights!r} is not inverse, sqrt or effective")
+        if self.backbone_lr < 0:
+            raise ValueError("backbone_lr must be >= 0")
         if not 0.0 <= self.temporal_crop < 1.0:
             raise ValueError("temporal_crop must lie in [0, 1)")
         if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:

@@ -58,8 +58,8 @@ def resolve_model(spec: str, models_dir: Path, timeout: float = 60.0) -> Path:
 
 
 def _onnx_inside(path: Path) -> Path:
-    """`path` itself, or the .onnx file unpacked from it when it is a zip archive."""
-    if not zipfile.is_zipfile(path):
+    """`path` itself, or the .onnx file unpacked from it when it is a .zip archive (a .pth is a zip too: kept)."""
+    if path.suffix.lower() != ".zip" or not zipfile.is_zipfile(path):
         return path
     target = path.with_suffix("")
     if not target.is_dir():
@@ -71,3 +71,25 @@ def _onnx_inside(path: Path) -> Path:
     if not found:
         raise InputError(path, "archive holds no .onnx file")
     return found[0]
+
+
+def resolve_pretrained(spec: str, arch: str, models_dir: Path, timeout: float = 60.0) -> Path | None:
+    """The local weights file a model's ``pretrained`` names: ``imagenet`` (torchvision's published weights for
+    `arch`, downloaded once into `models_dir`), a URL, or a file path; None for ``""`` / ``none`` (random init).
+    Offline without a copy is one line saying how to go on, never a silent random start."""
+    from dualnet.backbone import IMAGENET_WEIGHTS
+
+    if spec in ("", "none"):
+        return None
+    if spec == "imagenet":
+        if arch not in IMAGENET_WEIGHTS:
+            raise InputError(spec, f"no ImageNet weights for backbone {arch!r}; use --pretrained none")
+        spec = IMAGENET_WEIGHTS[arch]
+    try:
+        return resolve_model(spec, models_dir, timeout)
+    except InputError as e:
+        if not is_url(spec) or "download failed" not in e.problem:
+            raise
+        raise InputError(spec, f"cannot download the backbone weights ({e.problem.split('(', 1)[-1].split(')')[0]}): "
+                               "fetch the file elsewhere and pass --pretrained PATH, or train from random weights "
+                               "with --pretrained none") from None

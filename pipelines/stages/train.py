@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from dualnet.config import ModelConfig
 from dualnet.entities import get_entity_set
+from dualnet.losses import class_weights as weighting
 from dualnet.model import MicroDualNet
 from pipelines.data.clips import LabelledClips, augment, batch_to, make_dataset, model_inputs, predict
 from pipelines.errors import DualnetError, StoreError
@@ -32,6 +33,7 @@ from pipelines.formats.params import TRAIN_VERSION as VERSION
 from pipelines.formats.params import TrainParams
 from pipelines.formats.training_runs import HISTORY, TRAINING_FORMAT
 from pipelines.formats.tube_packs import TubeSet
+from pipelines.io.downloads import resolve_pretrained
 from pipelines.kill_points import kill_point
 from pipelines.progress import Progress
 from pipelines.report.metrics import evaluate
@@ -175,6 +177,9 @@ def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: Lab
     spec = run_spec(config, params, tubes, train_clips, val_clips)
     key = spec.key
     run_dir = store.stage(STAGE, key).path
+    weights = None  # the backbone's start, fetched only for a run that starts now (rank 0: DDP broadcasts it)
+    if rank == 0 and config.uses_rgb and not (run_dir / "done.json").exists() and not (run_dir / "last.pt").exists():
+        weights = resolve_pretrained(config.pretrained, config.backbone, store.root / "models")
     if rank > 0:  # only rank 0 takes the store lock and writes; the others follow it
         _barrier(world)
         return _train_loop(config, tubes, train_clips, val_clips, params, run_dir, progress, dev, num_workers,
@@ -182,37 +187,39 @@ def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: Lab
     with store.run(spec):
         _barrier(world)
         return _train_loop(config, tubes, train_clips, val_clips, params, run_dir, progress, dev, num_workers,
-                           rank, world, key, classes)
+                           rank, world, key, classes, weights)
 
 
 def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips, val_clips: LabelledClips | None,
                 params: TrainParams, run_dir: Path, progress: Progress, dev: torch.device, num_workers: int,
-                rank: int, world: int, key: str, classes: list[str] | None = None) -> TrainResult:
+                rank: int, world: int, key: str, classes: list[str] | None = None,
+                weights: Path | None = None) -> TrainResult:
     """The epochs themselves; every rank runs it, rank 0 alone writes."""
     history_path = run_dir / HISTORY
     if (run_dir / "done.json").exists():
         history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
         return TrainResult(run_dir, key, 0, history, reused=True)
     torch.manual_seed(params.seed)
-    model = MicroDualNet(config).to(dev)
+    model = MicroDualNet(config)
+    if weights is not None:
+        model.load_backbone_weights(weights)
+    model = model.to(dev)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda"
                                                         else None)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = model.parameter_groups(params.lr, params.weight_decay, params.backbone_lr)
     if params.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=params.lr, weight_decay=params.weight_decay)
     else:
-        optimizer = torch.optim.SGD(trainable, lr=params.lr, momentum=0.9, nesterov=True,
-                                    weight_decay=params.weight_decay)
+        optimizer = torch.optim.SGD(groups, lr=params.lr, momentum=0.9, nesterov=True, weight_decay=params.weight_decay)
     train_set = make_dataset(tubes, train_clips, config, params, train=True)
     steps_per_epoch = math.ceil(len(train_set) / world / params.batch_size / params.accumulate)
     scheduler = _schedule(optimizer, params, steps_per_epoch)
     counts = np.bincount(train_clips.labels, minlength=config.num_classes).astype(np.float64)
     class_weights = None
     if params.balance == "reweight":
-        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
-        class_weights = torch.tensor(weights, dtype=torch.float32, device=dev)
+        class_weights = torch.tensor(weighting(counts, params.class_weights), dtype=torch.float32, device=dev)
     data = data_record(tubes)
     start_epoch, best, history = 0, -1.0, []
     last = run_dir / "last.pt"
@@ -260,7 +267,7 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
         for i, batch in enumerate(loader):
             batch = augment(batch_to(batch, dev))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                out = net(**model_inputs(batch))
+                out = net(**model_inputs(batch), labels=batch["label"])
                 loss, _ = model.loss(out, batch["label"], batch.get("coarse"), class_weights)
             (loss / params.accumulate).backward()
             if (i + 1) % params.accumulate == 0 or i + 1 == len(loader):
