@@ -103,9 +103,11 @@ class MicroDualNet(nn.Module):
         return self
 
     def parameter_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 0.1) -> list[dict]:
-        """Optimiser groups: the backbone at `backbone_lr_scale` x `lr` (it starts from ImageNet weights, the rest
-        from scratch); no weight decay on norms, biases and embeddings (1-D parameters, the routers' per-entity
-        biases ``b1``/``b2`` and the position embeddings). Frozen parameters are left out."""
+        """Optimiser groups: a backbone that starts from pretrained weights at `backbone_lr_scale` x `lr` (the rest
+        starts from scratch; a backbone from scratch learns at `lr` too); no weight decay on norms, biases and
+        embeddings (1-D parameters, the routers' per-entity biases ``b1``/``b2`` and the position embeddings).
+        Frozen parameters are left out."""
+        backbone_lr_scale = backbone_lr_scale if self.config.pretrained else 1.0
         groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
             if not param.requires_grad:

@@ -155,7 +155,9 @@ def test_partial_bn_keeps_the_imagenet_statistics_while_training():
 
 
 def test_parameter_groups_scale_the_backbone_and_spare_norms_biases_embeddings():
-    model = MicroDualNet(dualnet.preset("tiny"))
+    scratch = MicroDualNet(dualnet.preset("tiny"))  # a backbone from random weights learns at the full rate
+    assert {g["lr"] for g in scratch.parameter_groups(1e-3, 0.05, 0.1)} == {1e-3}
+    model = MicroDualNet(dualnet.preset("tiny", pretrained="imagenet"))
     groups = {g["name"]: g for g in model.parameter_groups(1e-3, 0.05, 0.1)}
     assert set(groups) == {"backbone", "backbone (no decay)", "heads", "heads (no decay)"}
     assert groups["backbone"]["lr"] == pytest.approx(1e-4) and groups["heads"]["lr"] == 1e-3
