@@ -378,11 +378,18 @@ def _labelled(index, split: str, available: set[str], fine_to_coarse: bool, unla
 
 @command()
 def train(
-    dataset: Annotated[str, typer.Option(help="ma52 | imigue | jhmdb | pyskl | csv (clip labels and splits).")],
+    dataset: Annotated[str, typer.Option(help="ma52 | imigue | jhmdb | pyskl | csv | shrec17 | shrec17_28 (clip "
+                                              "labels and splits).")],
     root: Annotated[Path, typer.Option(help="The dataset's list/CSV/annotations (as for `datasets show`).")],
     store: StoreOption = Path("cache"),
-    preset: Annotated[str, typer.Option(help="Model preset: paper | r50 | small | tiny | pose | pose_tiny.")
-                      ] = "paper",
+    preset: Annotated[str, typer.Option(help="Model preset: paper | r50 | small | tiny (on tubes) | pose | "
+                                             "pose_tiny (keypoints alone).")] = "paper",
+    split: Annotated[int, typer.Option(help="jhmdb: which of the 3 official splits.")] = 1,
+    frames: Annotated[int, typer.Option(help="T, frames per clip the model sees (0: the preset's).")] = 0,
+    flip: Annotated[float, typer.Option(help="Probability of a horizontal flip in training (0 where left and right "
+                                             "are the classes, as in swipes).")] = 0.5,
+    keypoints_key: Annotated[str | None, typer.Option(help="pose presets: the keypoint output to train on (default: "
+                                                              "the one holding the most of the clips).")] = None,
     train_split: Annotated[str, typer.Option(help="Split to train on.")] = "train",
     val_split: Annotated[str, typer.Option(help="Split to validate on ('' for none).")] = "val",
     protocol: Annotated[str, typer.Option(help="ma52: official or subject.")] = "official",
@@ -401,36 +408,51 @@ def train(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     tubes_frames: Annotated[int, typer.Option(help="Tubes of which --frames setting.")] = 16,
     tubes_size: Annotated[int, typer.Option(help="Tubes of which --size setting.")] = 112,
-    entity_set: Annotated[str, typer.Option(help="k6 | k5.")] = "k6",
+    entity_set: Annotated[str, typer.Option(help="k6 | k5 | hand | auto (k6 for tubes; for pose, the set that fits "
+                                                 "the layout).")] = "auto",
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Train even when over 1% of a split's "
                                                                        "clips have no tubes.")] = False,
 ) -> None:
-    """Train Micro-DualNet on cached tubes (resumes a killed run; a finished run is reused, not redone)."""
+    """Train Micro-DualNet on cached tubes, or a pose preset on keypoints alone (resumes a killed run; a finished
+    run is reused, not redone)."""
     import dualnet
     from pipelines.data.datasets import check_coverage, require_classes
+    from pipelines.experiment import choose_entity_set, clip_source, source_layout
     from pipelines.formats.params import TrainParams, TubeParams
-    from pipelines.formats.tube_packs import TubeSet
     from pipelines.stages.train import train as run_train
 
-    index = _load_index(dataset, root, protocol, 1)
+    index = _load_index(dataset, root, protocol, split)
     require_classes(index, train_split, root)
-    tubes = TubeSet(Store(store).require(), TubeParams(frames=tubes_frames, size=tubes_size,
-                                                       entity_set=entity_set))
-    available = set(tubes.names())
-    for split in (train_split, val_split) if val_split else (train_split,):
-        console.print(check_coverage(index, split, available, root, allow_missing), highlight=False)
+    uses_rgb = dualnet.preset(preset).uses_rgb
+    st = Store(store).require()
+    chosen, why = entity_set, ""
+    if uses_rgb:  # tubes are cut for one entity set: auto means the tubes' default
+        chosen, why = choose_entity_set(entity_set, "", True)
+    tube_params = TubeParams(frames=tubes_frames, size=tubes_size, entity_set=chosen) if uses_rgb else None
+    source = clip_source(st, index, uses_rgb, tube_params, keypoints_key)
+    layout = source_layout(source)
+    if not uses_rgb:
+        chosen, why = choose_entity_set(entity_set, layout, False)
+        console.print(f"keypoints: {source.output.stage} {source.output.key} (layout {layout})", highlight=False)
+    console.print(why, highlight=False)
+    available = set(source.names())
+    for part in (train_split, val_split) if val_split else (train_split,):
+        console.print(check_coverage(index, part, available, root, allow_missing), highlight=False)
     train_clips = _labelled(index, train_split, available, True)
     if train_clips is None:
-        fail(f"{root}: no labelled clip of split {train_split!r} has tubes in {store}")
+        fail(f"{root}: no labelled clip of split {train_split!r} is in {source.output.path}")
     val_clips = _labelled(index, val_split, available, True) if val_split else None
     num_coarse = len(index.coarse_classes) if train_clips.coarse is not None else 0
-    start = {"pretrained": pretrained} if pretrained else {}
-    config = dualnet.preset(preset, num_classes=len(index.classes), num_coarse=num_coarse,
-                            entity_set=entity_set, layout=tubes.load(train_clips.names[0])["meta"]["layout"], **start)
+    overrides = {"pretrained": pretrained} if pretrained else {}
+    if frames:
+        overrides["num_frames"] = frames
+    config = dualnet.preset(preset, num_classes=len(index.classes), num_coarse=num_coarse, entity_set=chosen,
+                            layout=layout, **overrides)
     params = TrainParams(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, balance=balance,
-                         class_weights=class_weights, backbone_lr=backbone_lr, accumulate=accumulate, seed=seed)
+                         class_weights=class_weights, backbone_lr=backbone_lr, accumulate=accumulate, seed=seed,
+                         flip=flip)
     with progress_bar() as bar:
-        result = run_train(config, tubes, train_clips, val_clips, params, Store(store),
+        result = run_train(config, source, train_clips, val_clips, params, st,
                            bar, num_workers=workers, classes=list(index.classes))
     verb = "already trained" if result.reused else f"trained {result.epochs_run} epoch(s)"
     console.print(f"train [bold]{result.key}[/]: {verb} -> {result.run_dir}", highlight=False)
@@ -450,7 +472,11 @@ def eval_(
                           ] = False,
     tubes_frames: Annotated[int, typer.Option(help="Tubes of which --frames setting.")] = 16,
     tubes_size: Annotated[int, typer.Option(help="Tubes of which --size setting.")] = 112,
-    entity_set: Annotated[str, typer.Option(help="k6 | k5.")] = "k6",
+    entity_set: Annotated[str, typer.Option(help="Tubes of which entity set (auto: the checkpoint's).")] = "auto",
+    keypoints_key: Annotated[str | None, typer.Option(help="pose checkpoints: the keypoint output to evaluate on "
+                                                              "(default: the one it was trained on, if here).")
+                             ] = None,
+    dataset_split: Annotated[int, typer.Option("--jhmdb-split", help="jhmdb: which of the 3 official splits.")] = 1,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Evaluate even when over 1% of the split's "
                                                                        "clips have no tubes (never for a "
                                                                        "submission).")] = False,
@@ -464,7 +490,7 @@ def eval_(
     from pipelines.stages.evaluate import new_report_folder, run_eval
 
     st = Store(store).require()
-    index = _load_index(dataset, root, protocol, 1)
+    index = _load_index(dataset, root, protocol, dataset_split)
     if checkpoint is None:
         if st.refs().get("train") is None:
             fail(f"{store}: no training run yet; pass --checkpoint")
@@ -472,7 +498,18 @@ def eval_(
         console.print(f"checkpoint: {checkpoint}", highlight=False)
     if not checkpoint.is_file():
         fail(f"{checkpoint}: checkpoint not found")
-    tubes = TubeSet(st, TubeParams(frames=tubes_frames, size=tubes_size, entity_set=entity_set))
+    from pipelines.experiment import clip_source
+    from pipelines.formats.checkpoints import load_checkpoint
+
+    _, state = load_checkpoint(checkpoint)
+    trained = state["config"]
+    if trained.get("modality") == "pose":  # keypoints alone: the output it trained on when this store has it
+        recorded = ((state.get("data") or {}).get("keypoints") or {}).get("key")
+        here = recorded if recorded and any(o.key == recorded for o in st.outputs()) else None
+        tubes = clip_source(st, index, False, None, keypoints_key or here)
+    else:
+        chosen = trained.get("entity_set", "k6") if entity_set == "auto" else entity_set
+        tubes = TubeSet(st, TubeParams(frames=tubes_frames, size=tubes_size, entity_set=chosen))
     available = set(tubes.names())
     from pipelines.data.datasets import MAX_MISSING, check_coverage
 
@@ -481,7 +518,7 @@ def eval_(
                                  0.0 if submission else MAX_MISSING), highlight=False)
     clips = _labelled(index, split, available, True, unlabelled=submission)
     if clips is None:
-        fail(f"{root}: no clip of split {split!r} has tubes in {store}")
+        fail(f"{root}: no clip of split {split!r} is in {tubes.output.path}")
     fine_to_coarse = None
     if index.coarse_classes:
         mapping = {c.label: c.coarse for c in index.clips if c.label is not None and c.coarse is not None}

@@ -29,6 +29,9 @@ class ModelConfig:
     entity_set: str = "k6"  # k6: face, head, torso, hands, lower body (paper, MA-52); k5 without lower body (iMiGUE)
     layout: str = "mediapipe_holistic"  # keypoint layout of the pose input (decides each entity's points)
     dim: int = 256  # D, entity feature size (paper)
+    pose_encoding: str = "entity"  # pose input per entity: "entity" (its points in its box, velocities, where the
+    # box is in the person) or "body" (ours: also each point in the whole person, motion at 1 and 2 frames, the
+    # person's own motion, and the whole body's joints as context for every entity); see encoders.py
     heads: int = 4  # attention heads in Spatial-T and Temporal-T (ours: D / 64)
     depth: int = 1  # transformer layers per Spatial-T / Temporal-T block (ours: one, the paper does not say)
     mlp_ratio: float = 2.0  # feed-forward width of those layers and of MLP_s / MLP_t, in multiples of D (ours)

@@ -63,9 +63,21 @@ class PoseEntityEncoder(nn.Module):
 
     FEATURES = 5  # x, y, vx, vy, score
     BOX_FEATURES = 5  # cx, cy, log side (relative to the person), vx, vy
+    # encoding "body" adds, per point, its place in the whole person (centre and scale of all body joints) and its
+    # motion there at one and two frames; per entity, the person's own motion (the trajectory centring removes);
+    # and to every entity the whole body's joints in person coordinates (the context: JHMDB's elbows, for one, are
+    # in no entity).
+    BODY_POINT_FEATURES = 6  # x, y in the person, their change over 1 and 2 frames
+    PERSON_FEATURES = 4  # the person centre's motion since the previous frame, and its offset from its mean
 
-    def __init__(self, layout: Layout, entities: tuple[Entity, ...], dim: int, hidden: int | None = None):
+    def __init__(self, layout: Layout, entities: tuple[Entity, ...], dim: int, hidden: int | None = None,
+                 encoding: str = "entity"):
         super().__init__()
+        if encoding not in ("entity", "body"):
+            raise ValueError(f"pose encoding {encoding!r} is not entity or body")
+        self.encoding = encoding
+        body = list(layout.body) or list(range(layout.num_keypoints))
+        self.register_buffer("body", torch.tensor(body, dtype=torch.long), persistent=False)  # (V_b,)
         indices = [e.indices(layout) for e in entities]
         points = max(1, max(len(i) for i in indices))
         index = np.zeros((len(entities), points), dtype=np.int64)
@@ -76,13 +88,64 @@ class PoseEntityEncoder(nn.Module):
         self.register_buffer("index", torch.from_numpy(index), persistent=False)  # (K, P)
         self.register_buffer("mask", torch.from_numpy(mask), persistent=False)  # (K, P)
         hidden = hidden or 2 * dim
+        width = points * self.FEATURES + self.BOX_FEATURES
+        if encoding == "body":
+            width += points * self.BODY_POINT_FEATURES + self.PERSON_FEATURES + len(body) * 4
         self.mlps = nn.ModuleList(
-            nn.Sequential(nn.Linear(points * self.FEATURES + self.BOX_FEATURES, hidden), nn.GELU(),
-                          nn.Linear(hidden, dim))
+            nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, dim))
             for _ in entities)
 
     def forward(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """keypoints (B, T, V, 3), boxes (B, T, K, 4) -> (B, T, K, D)."""
+        feats = self.entity_features(keypoints, boxes)  # (B, T, K, F)
+        if self.encoding == "body":
+            feats = torch.cat([feats, self.body_features(keypoints, feats.shape[2])], dim=-1)
+        return torch.stack([mlp(feats[:, :, k]) for k, mlp in enumerate(self.mlps)], dim=2)
+
+    @staticmethod
+    def _motion(x: torch.Tensor, valid: torch.Tensor, step: int) -> torch.Tensor:
+        """x (B, T, ..., 2) -> its change over `step` frames per frame (zero where either end is invalid)."""
+        out = torch.zeros_like(x)
+        if x.shape[1] > step:
+            both = (valid[:, step:] & valid[:, :-step]).unsqueeze(-1)
+            out[:, step:] = torch.where(both, (x[:, step:] - x[:, :-step]) / step, 0.0)
+        return out
+
+    @staticmethod
+    def person_frame(keypoints: torch.Tensor, body: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The person's centre per frame (B, T, 2) and one scale per clip (B, 1, 1): the mean of the visible body
+        joints (the clip's mean where a frame has none) and the mean extent of the body over the frames."""
+        pts = keypoints[:, :, body]  # (B, T, V_b, 3)
+        valid = torch.isfinite(pts[..., :2]).all(-1) & (torch.nan_to_num(pts[..., 2], nan=0.0) > 0)
+        xy = torch.nan_to_num(pts[..., :2])
+        n = valid.sum(-1, keepdim=True)  # (B, T, 1)
+        centre = (xy * valid.unsqueeze(-1)).sum(-2) / n.clamp_min(1)  # (B, T, 2)
+        seen = n > 0
+        clip_centre = (centre * seen).sum(1, keepdim=True) / seen.sum(1, keepdim=True).clamp_min(1)
+        centre = torch.where(seen, centre, clip_centre)
+        big = torch.finfo(xy.dtype).max
+        lo = torch.where(valid.unsqueeze(-1), xy, big).amin(-2)
+        hi = torch.where(valid.unsqueeze(-1), xy, -big).amax(-2)
+        extent = torch.where(seen, (hi - lo).amax(-1, keepdim=True), 0.0)  # (B, T, 1)
+        scale = extent.sum(1, keepdim=True) / seen.sum(1, keepdim=True).clamp_min(1)  # (B, 1, 1)
+        return centre, scale.clamp_min(1e-6)
+
+    def body_features(self, keypoints: torch.Tensor, k: int) -> torch.Tensor:
+        """The person's motion and the whole body's joints in person coordinates, (B, T, K, 4 + 4 V_b), the same
+        for every entity."""
+        centre, scale = self.person_frame(keypoints, self.body)
+        pts = keypoints[:, :, self.body]
+        valid = torch.isfinite(pts[..., :2]).all(-1) & (torch.nan_to_num(pts[..., 2], nan=0.0) > 0)
+        rel = torch.where(valid.unsqueeze(-1), (torch.nan_to_num(pts[..., :2]) - centre.unsqueeze(2))
+                          / scale.unsqueeze(-1), 0.0)  # (B, T, V_b, 2)
+        joints = torch.cat([rel, self._motion(rel, valid, 1)], dim=-1).flatten(-2)  # (B, T, 4 V_b)
+        everywhere = torch.ones_like(centre[..., 0], dtype=torch.bool)
+        person = torch.cat([self._motion(centre / scale, everywhere, 1),
+                            (centre - centre.mean(1, keepdim=True)) / scale], dim=-1)  # (B, T, 4)
+        return torch.cat([person, joints], dim=-1).unsqueeze(2).expand(-1, -1, k, -1)
+
+    def entity_features(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Each entity's points in its box (and, with encoding "body", in the person) and its box, (B, T, K, F)."""
         pts = keypoints[:, :, self.index]  # (B, T, K, P, 3)
         centre = ((boxes[..., :2] + boxes[..., 2:]) / 2).unsqueeze(-2)  # (B, T, K, 1, 2)
         side = (boxes[..., 2:3] - boxes[..., 0:1]).clamp_min(1e-6).unsqueeze(-2)  # (B, T, K, 1, 1)
@@ -92,9 +155,15 @@ class PoseEntityEncoder(nn.Module):
         moved = valid[:, 1:] & valid[:, :-1]
         velocity = torch.zeros_like(xy)
         velocity[:, 1:] = torch.where(moved.unsqueeze(-1), xy[:, 1:] - xy[:, :-1], 0.0)
-        feats = torch.cat([xy, velocity, (score * valid).unsqueeze(-1)], dim=-1).flatten(-2)  # (B, T, K, P*5)
-        feats = torch.cat([feats, self.box_features(boxes)], dim=-1)  # (B, T, K, P*5 + 5)
-        return torch.stack([mlp(feats[:, :, k]) for k, mlp in enumerate(self.mlps)], dim=2)
+        parts = [xy, velocity, (score * valid).unsqueeze(-1)]
+        if self.encoding == "body":
+            person, scale = self.person_frame(keypoints, self.body)
+            in_person = torch.where(valid.unsqueeze(-1), (torch.nan_to_num(pts[..., :2])
+                                                          - person[:, :, None, None]) / scale[..., None, None],
+                                    0.0)  # (B, T, K, P, 2)
+            parts += [in_person, self._motion(in_person, valid, 1), self._motion(in_person, valid, 2)]
+        feats = torch.cat(parts, dim=-1).flatten(-2)  # (B, T, K, P*F_point)
+        return torch.cat([feats, self.box_features(boxes)], dim=-1)
 
     @staticmethod
     def box_features(boxes: torch.Tensor) -> torch.Tensor:

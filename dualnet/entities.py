@@ -4,7 +4,8 @@ An entity is a set of keypoint names (matched in any layout, since joints that m
 everywhere) plus how its box is made: a margin around those keypoints, a minimum side relative to the body scale
 (shoulder width), and a fallback from body geometry for frames where its keypoints are missing (a hand box from
 the elbow->wrist direction, a face box above the shoulders, ...). K = 6 entities on MA-52, K = 5 on iMiGUE (people
-sit behind a desk: no lower body).
+sit behind a desk: no lower body), and a palm and five fingers for single-hand data (`hand`). `entity_set_for`
+picks the set that fits a layout.
 """
 
 from __future__ import annotations
@@ -73,9 +74,25 @@ RIGHT_HAND = Entity("right_hand", tuple(p.format(s="right") for p in _HAND), mar
 LOWER_BODY = Entity("lower_body", _LEGS, margin=1.15, min_side=1.6, shift_y=0.0, min_points=2,
                     fallback="below_hips", mirror="lower_body")
 
+
+def _finger(name: str, prefix: str, min_side: float = 0.5) -> Entity:
+    """One finger of a single-hand layout (MediaPipe Hands / SHREC'17 names: ``index_finger_mcp`` ...)."""
+    return Entity(name, (f"{prefix}*",), margin=1.3, min_side=min_side, shift_y=0.0, min_points=1,
+                  fallback="all_points", mirror=name)
+
+
+# A single hand (hand-gesture data): the palm and the five fingers. The body scale of a hand layout is a third of
+# the hand's extent (no shoulders), so a finger box is at least about half of that.
+PALM = Entity("palm", ("wrist", "palm", "thumb_cmc", "index_finger_mcp", "middle_finger_mcp", "ring_finger_mcp",
+                       "pinky_mcp"), margin=1.2, min_side=1.0, shift_y=0.0, min_points=1, fallback="all_points",
+              mirror="palm")
+HAND_FINGERS = (_finger("thumb", "thumb_"), _finger("index", "index_finger_"), _finger("middle", "middle_finger_"),
+                _finger("ring", "ring_finger_"), _finger("little", "pinky_"))
+
 ENTITY_SETS: dict[str, tuple[Entity, ...]] = {
     "k6": (FACE, HEAD, TORSO, LEFT_HAND, RIGHT_HAND, LOWER_BODY),  # MA-52: the whole seated body is in view
     "k5": (FACE, HEAD, TORSO, LEFT_HAND, RIGHT_HAND),  # iMiGUE: behind a desk, no lower body
+    "hand": (PALM, *HAND_FINGERS),  # one hand (SHREC'17, hand-gesture data)
 }
 
 
@@ -84,6 +101,25 @@ def get_entity_set(name: str) -> tuple[Entity, ...]:
         return ENTITY_SETS[name]
     except KeyError:
         raise KeyError(f"unknown entity set {name!r}; known: {', '.join(ENTITY_SETS)}") from None
+
+
+def entity_coverage(name: str, layout: Layout) -> float:
+    """The share of the set's entities that have at least one of their keypoints in `layout`."""
+    entities = get_entity_set(name)
+    return sum(len(e.indices(layout)) > 0 for e in entities) / len(entities)
+
+
+def entity_set_for(layout: Layout) -> str:
+    """The entity set that fits `layout` best: the highest share of entities with keypoints of their own, ties to
+    the larger set (a whole body: k6; a single hand: hand; a face mesh: k5, whose face and head boxes it fills, the
+    others being placed from what is seen). A layout no entity of any set matches is a ValueError naming it."""
+    ranked = sorted(ENTITY_SETS, key=lambda n: (entity_coverage(n, layout), len(ENTITY_SETS[n])), reverse=True)
+    best = ranked[0]
+    if entity_coverage(best, layout) == 0:
+        raise ValueError(f"layout {layout.name!r} fits no entity set (none of its {layout.num_keypoints} keypoint "
+                         "names is one an entity uses): name its joints as the built-in layouts do (left_shoulder, "
+                         "right_wrist, face_000, index_finger_tip, ...)")
+    return best
 
 
 def flip_order(entities: tuple[Entity, ...]) -> list[int]:
@@ -143,6 +179,11 @@ def _fallback(rule: str, keypoints: np.ndarray, layout: Layout, scale: float) ->
     if rule == "below_hips":
         hips = _nanmean(p("left_hip"), p("right_hip"))
         return np.column_stack([hips[:, 0], hips[:, 1] + 0.9 * scale, np.full(t, 1.8 * scale)])
+    if rule == "all_points":  # layouts without shoulders or hips (a hand, a face): the centre of what is seen
+        body = keypoints[:, list(layout.body)] if layout.body else keypoints
+        ok = (body[..., 2] >= MIN_SCORE) & np.isfinite(body[..., :2]).all(axis=-1)
+        centre = _nanmean(*np.where(ok[..., None], body[..., :2], np.nan).transpose(1, 0, 2))
+        return np.column_stack([centre, np.full(t, 1.5 * scale)])
     raise ValueError(f"unknown fallback rule {rule!r}")
 
 
@@ -191,9 +232,12 @@ def entity_boxes(keypoints: np.ndarray, layout: Layout, entities: tuple[Entity, 
         ok = (pts[..., 2] >= MIN_SCORE) & np.isfinite(pts[..., :2]).all(axis=-1)  # (T, n)
         own = ok.sum(axis=1) >= entity.min_points
         xy = np.where(ok[..., None], pts[..., :2], np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # frames with none of its points: NaN rows
-            lo, hi = np.nanmin(xy, axis=1), np.nanmax(xy, axis=1)  # (T, 2)
+        if len(idx) == 0:  # none of its keypoints in this layout: the fallback places it, or the frame's middle
+            lo = hi = np.full((t, 2), np.nan)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # frames with none of its points: NaN rows
+                lo, hi = np.nanmin(xy, axis=1), np.nanmax(xy, axis=1)  # (T, 2)
         side = np.maximum((hi - lo).max(axis=1) * entity.margin, entity.min_side * scale)
         centre = (lo + hi) / 2
         geometry = np.column_stack([centre, side])  # (T, 3)

@@ -200,11 +200,20 @@ MA52_28 = _layout(
     _OPENPOSE_EDGE_NAMES + tuple((f"{s}_wrist", f"{s}_hand_{t}") for s in ("left", "right") for t in _FINGERTIPS),
     "MA-52 28-keypoint skeleton release: OpenPose COCO-18 body + 5 fingertips per hand (left, then right)")
 JHMDB_15 = _layout("jhmdb_15", _JHMDB15, _JHMDB15, _JHMDB_EDGE_NAMES, "JHMDB puppet joints (15)")
+# SHREC'17 (De Smedt et al.): wrist, palm, then per finger base, first, second joint and tip, which are MediaPipe
+# Hands' cmc/mcp/ip/tip (thumb) and mcp/pip/dip/tip names; the palm joins the wrist and the finger bases.
+_SHREC22 = ("wrist", "palm") + _MP_HAND[1:]
+SHREC17_22 = _layout(
+    "shrec17_22", _SHREC22, _SHREC22,
+    tuple((_MP_HAND[a], _MP_HAND[b]) for a, b in _MP_HAND_EDGES)
+    + (("wrist", "palm"),) + tuple(("palm", f) for f in ("index_finger_mcp", "middle_finger_mcp", "ring_finger_mcp",
+                                                          "pinky_mcp")),
+    "SHREC'17 / DHG hand skeleton: 22 joints of one hand (wrist, palm, 4 per finger)")
 
 LAYOUTS: dict[str, Layout] = {
     layout.name: layout
     for layout in (MEDIAPIPE_HOLISTIC, COCO_17, COCO_WHOLEBODY, OPENPOSE_BODY25, OPENPOSE_BODY25_FACE_HANDS,
-                   OPENPOSE_18, MA52_28, JHMDB_15)
+                   OPENPOSE_18, MA52_28, JHMDB_15, SHREC17_22)
 }
 
 

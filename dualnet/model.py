@@ -64,7 +64,7 @@ class MicroDualNet(nn.Module):
                     norm.requires_grad_(False)
             self.visual = VisualEntityEncoder(self.backbone.feature_dim, d)
         if config.uses_pose:
-            self.pose = PoseEntityEncoder(get_layout(config.layout), entities, d)
+            self.pose = PoseEntityEncoder(get_layout(config.layout), entities, d, encoding=config.pose_encoding)
         if config.uses_rgb and config.uses_pose:
             self.fuse_modalities = nn.Linear(2 * d, d)
         if config.position_embeddings:

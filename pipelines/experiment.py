@@ -99,6 +99,44 @@ def _clip_videos(config: dict, root: Path, store: Path, index) -> tuple[list[str
     return [str(f) for f in files], lines
 
 
+def clip_source(store: Store, index, uses_rgb: bool, tube_params=None, keypoints_key: str | None = None):
+    """Where a run's clips come from: cached tubes (a TubeSet of `tube_params`) for image modalities; for pose
+    alone, the keypoint output (extract or import; `keypoints_key` picks one) holding the most of the dataset's
+    clips: no tubes needed."""
+    from pipelines.data.datasets import item_name
+    from pipelines.formats.keypoints import keypoint_source
+    from pipelines.formats.params import TubeParams
+    from pipelines.formats.tube_packs import TubeSet
+
+    if uses_rgb:
+        return TubeSet(store, tube_params or TubeParams())
+    return keypoint_source(store, [item_name(c) for c in index.clips], keypoints_key)
+
+
+def source_layout(source) -> str:
+    """The keypoint layout of a run's clips (tubes carry it per clip; keypoint outputs per item)."""
+    from pipelines.formats.keypoints import KeypointSet, keypoint_layout
+
+    if isinstance(source, KeypointSet):
+        return keypoint_layout(source)
+    return source.load(source.names()[0])["meta"]["layout"]
+
+
+def choose_entity_set(requested: str, layout: str, uses_rgb: bool) -> tuple[str, str]:
+    """The entity set to train with, and a line saying why: the one asked for, else (``auto``) k6 for tubes (cut
+    with it by default) and, for pose alone, the set that fits the layout (`entities.entity_set_for`)."""
+    from dualnet.entities import entity_set_for, get_entity_set
+    from dualnet.layouts import get_layout
+
+    if requested != "auto":
+        get_entity_set(requested)
+        return requested, f"entity set: {requested}"
+    if uses_rgb:
+        return "k6", "entity set: k6 (the tubes' default)"
+    chosen = entity_set_for(get_layout(layout))
+    return chosen, f"entity set: {chosen} (chosen for layout {layout})"
+
+
 def run_config(config: dict, root: str | Path, store: str | Path, stages: list[str] | None = None,
                workers: int = 0) -> RunReport:
     """Run `stages` (default: all) of the experiment `config` describes on the dataset at `root`."""
@@ -136,27 +174,34 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
             report.lines.append(f"extract {r.key}: {len(r.processed)} processed, {len(r.skipped)} skipped, "
                                 f"{len(r.failed)} failed ({r.seconds:.0f} s)")
     keypoints = None
-    if "tubes" in stages:
+    model_cfg = dict(config.get("model", {}))
+    name = model_cfg.pop("preset", "paper")
+    uses_rgb = dualnet.preset(name).uses_rgb  # a pose preset trains on the keypoints: no tubes to cut
+    if "tubes" in stages and not uses_rgb:
+        report.lines.append(f"tubes: not needed (preset {name} trains on keypoints alone)")
+    elif "tubes" in stages:
         keypoints = KeypointSet(st, extract_params)
         r = run_tubes(st, tube_params, keypoints)
         report.lines.append(f"tubes {r.key}: {len(r.processed)} processed, {len(r.skipped)} skipped, "
                             f"{len(r.failed)} failed ({r.seconds:.0f} s)")
     if "train" in stages or "eval" in stages:
         keypoints = keypoints or KeypointSet(st, extract_params)
-        tubes = TubeSet(st, tube_params, keypoints)
+        tubes = TubeSet(st, tube_params, keypoints) if uses_rgb else keypoints
+        entity_set = model_cfg.pop("entity_set", tube_params.entity_set if uses_rgb else "auto")
+        entity_set, why = choose_entity_set(entity_set, extract_params.layout, uses_rgb)
+        if not uses_rgb:
+            report.lines.append(why)
         available = set(tubes.names())
         for split in (train_split, val_split) if val_split else (train_split,):
             report.lines.append(check_coverage(index, split, available, root, allow_missing))
         train_clips = labelled_clips(index, train_split, available)
         if train_clips is None:
-            raise InputError(root, f"no labelled clip of split {train_split!r} has tubes in {store_path}")
+            raise InputError(root, f"no labelled clip of split {train_split!r} is in {tubes.output.path}")
         val_clips = labelled_clips(index, val_split, available) if val_split else None
-        model_cfg = dict(config.get("model", {}))
-        name = model_cfg.pop("preset", "paper")
         coarse_head = model_cfg.pop("coarse_head", True) and train_clips.coarse is not None
         model = dualnet.preset(name, **{"num_classes": len(index.classes),
                                         "num_coarse": len(index.coarse_classes) if coarse_head else 0,
-                                        "entity_set": tube_params.entity_set,
+                                        "entity_set": entity_set,
                                         "layout": extract_params.layout, **model_cfg})
         if not coarse_head:
             train_clips = type(train_clips)(train_clips.names, train_clips.labels, None)

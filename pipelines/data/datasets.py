@@ -253,6 +253,21 @@ def jhmdb(root: str | Path, split: int = 1) -> ClipIndex:
     return ClipIndex(f"jhmdb{split}", classes, clips)
 
 
+def shrec17(root: str | Path, classes: int = 14) -> ClipIndex:
+    """SHREC'17 hand gestures: the official subject-disjoint split (1,960 train / 840 test sequences), 14 gesture
+    classes or 28 (gesture x one finger / whole hand). Clip ids are the item names `import shrec17` gives."""
+    from pipelines.pose.importers.shrec17 import FINGERS, GESTURES, clip_name, read_lists
+
+    if classes not in (14, 28):
+        raise ValueError(f"SHREC'17 has 14 or 28 classes, not {classes}")
+    names = list(GESTURES) if classes == 14 else [f"{g}_{f}" for g in GESTURES for f in FINGERS]
+    clips = []
+    for r in read_lists(Path(root)):
+        name = clip_name(r["gesture"], r["finger"], r["subject"], r["essai"])
+        clips.append(Clip(name, name, r["split"], r[f"label_{classes}"] - 1, subject=str(r["subject"])))
+    return ClipIndex(f"shrec17_{classes}", names, clips)
+
+
 # -- pyskl pickles and generic CSV ------------------------------------------------------------------------------------
 def pyskl(pickle_path: str | Path, class_names: str | Path | None = None) -> ClipIndex:
     """Clips and splits of a pyskl PoseDataset pickle (a clip in several splits is listed once per split)."""
@@ -319,7 +334,8 @@ def generic_csv(path: str | Path, root: str | Path | None = None) -> ClipIndex:
     return ClipIndex(path.stem, classes, clips)
 
 
-ADAPTERS = {"ma52": ma52, "imigue": imigue, "jhmdb": jhmdb, "pyskl": pyskl, "csv": generic_csv}
+ADAPTERS = {"ma52": ma52, "imigue": imigue, "jhmdb": jhmdb, "pyskl": pyskl, "csv": generic_csv, "shrec17": shrec17,
+            "shrec17_28": lambda root: shrec17(root, 28)}
 
 
 # -- from an index to training inputs ---------------------------------------------------------------------------------

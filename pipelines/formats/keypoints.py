@@ -188,3 +188,37 @@ class KeypointSet:
         df = pd.concat(parts, ignore_index=True)
         df["video"] = pd.Categorical(df["video"], categories=names)
         return df
+
+
+def keypoint_source(store: Store, names: list[str], key: str | None = None) -> KeypointSet:
+    """The keypoint output (`extract` or `import`) that holds the most of the clips `names`: what a pose-only run
+    trains on when no tubes are needed. `key` picks one output; ties go to the current ref, then the newest.
+    None of the clips in any output is a StoreError saying how to get keypoints."""
+    if key is not None:
+        return KeypointSet(store, key=key)
+    wanted = {safe_name(n) for n in names}
+    refs = store.refs()
+    best, best_rank = None, None
+    for output in store.outputs():
+        if output.stage not in KEYPOINT_STAGES:
+            continue
+        held = len(wanted & set(KeypointIndex(output).names()))
+        rank = (held, refs.get(output.stage) == output.key, (output.path / "stage.json").stat().st_mtime)
+        if held and (best_rank is None or rank > best_rank):
+            best, best_rank = output, rank
+    if best is None:
+        raise StoreError(f"{store.root}: no keypoint output holds any of the dataset's {len(wanted)} clips: run "
+                         "`dualnet import` (pose files) or `dualnet extract` (videos) into this store first")
+    return KeypointSet(store, key=best.key)
+
+
+def keypoint_layout(keypoints: KeypointSet) -> str:
+    """The layout of a keypoint output, as a later process can find it again: the layout an import was given (a
+    name, or a layout .json path), else its first item's layout name (every item of one output shares it)."""
+    given = keypoints.manifest.get("params", {}).get("layout") if keypoints.output.stage == IMPORT_STAGE else None
+    if given:
+        return str(Path(given).resolve()) if str(given).endswith(".json") else str(given)
+    names = keypoints.names()
+    if not names:
+        raise StoreError(f"{keypoints.output.path}: no items")
+    return keypoints.attributes(names[0])["layout"]

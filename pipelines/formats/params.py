@@ -80,14 +80,14 @@ def extract_key(params: ExtractParams, namespace: str = "") -> str:
 # --- import ---------------------------------------------------------------------------------------------------
 IMPORT_STAGE = "import"
 IMPORT_VERSION = 2  # 2: clip names with characters outside [A-Za-z0-9._-] carry a hash (store.safe_name)
-IMPORT_FORMATS = ("openpose", "pyskl", "jhmdb", "miga")
+IMPORT_FORMATS = ("openpose", "pyskl", "jhmdb", "miga", "shrec17")
 
 
 @dataclass(frozen=True)
 class ImportParams:
     """What changes the imported keypoints; all of it goes into the stage key."""
 
-    format: str  # openpose | pyskl | jhmdb | miga
+    format: str  # openpose | pyskl | jhmdb | miga | shrec17
     layout: str = ""  # pyskl, miga: the layout of their V joints (a name such as ma52_28, or a layout .json file)
     labels: str = ""  # miga: the label pickle beside the (N, 3, T, V, 1) array
     fps: float = 30.0  # frame rate for timestamps (the formats do not record it; iMiGUE is ~25)

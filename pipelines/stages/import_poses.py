@@ -37,6 +37,14 @@ def _sources(source: Path, params: ImportParams, fingerprints: FingerprintCache
             files = sorted(folder.glob("*.json"))
             fp = stable_hash([[f.name, fingerprints.fingerprint(f)] for f in files], chars=32)
             yield fp, str(folder), folder
+    elif params.format == "shrec17":  # the dataset's folder: its lists and every skeleton file they name
+        from pipelines.pose.importers.shrec17 import LISTS, read_lists
+
+        files = [source / name for name in LISTS] + [r["path"] for r in read_lists(source)]
+        missing = next((f for f in files if not f.is_file()), None)
+        if missing is not None:
+            raise InputError(missing, "skeleton file not found (listed in the official split)")
+        yield stable_hash([fingerprints.fingerprint(f) for f in files], chars=32), str(source), source
     else:
         if not source.is_file():
             raise InputError(source, "file not found" if not source.exists() else "not a file")
@@ -54,6 +62,10 @@ def _read(unit: Path, params: ImportParams) -> list[ImportedClip]:
         from pipelines.pose.importers.openpose_json import read_clip
 
         return [read_clip(unit, params.fps)]
+    if params.format == "shrec17":
+        from pipelines.pose.importers.shrec17 import read_shrec17
+
+        return read_shrec17(unit, params.fps)
     from pipelines.pose.importers.pyskl_pickle import read_jhmdb, read_pyskl
 
     if params.format == "jhmdb":
