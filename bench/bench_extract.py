@@ -74,6 +74,52 @@ def main() -> None:
             shutil.rmtree(store)
             return seconds
 
+        def breakdown() -> dict:
+            """Where a frame's time goes, in one thread with no overlap: decoding (PyAV, with the colour conversion
+            to RGB and turning upright), inference, subject tracking, writing; ms per frame, mean and p95."""
+            import numpy as np
+
+            from dualnet.layouts import get_layout
+            from pipelines.formats.keypoint_items import KeypointItemWriter
+            from pipelines.io.video import probe
+            from pipelines.pose.subject import StreamingSubjectTracker
+
+            spent: dict[str, list[float]] = {"decode": [], "inference": [], "tracking": [], "writing": []}
+            for n, video in enumerate(inputs):
+                info = probe(video)
+                estimator.reset()
+                layout = estimator.layout
+                tracker = StreamingSubjectTracker(layout.num_keypoints, layout.body, params.max_jump)
+                writer = KeypointItemWriter(work / f"profile_{n}", layout=get_layout(params.layout), fps=info.fps,
+                                            width=info.width, height=info.height, source_name=video.name,
+                                            source_path=str(video), fingerprint="-", dtype=params.dtype)
+                frames = iter_frames(video)
+                while True:
+                    start = time.perf_counter()
+                    try:
+                        _, rgb = next(frames)
+                    except StopIteration:
+                        break
+                    mid = time.perf_counter()
+                    people = estimator(rgb)
+                    inferred = time.perf_counter()
+                    resolved = tracker.push(people)
+                    tracked = time.perf_counter()
+                    if resolved is not None:
+                        writer.append(*resolved)
+                    spent["decode"].append(mid - start)
+                    spent["inference"].append(inferred - mid)
+                    spent["tracking"].append(tracked - inferred)
+                    spent["writing"].append(time.perf_counter() - tracked)
+                resolved = tracker.flush()
+                start = time.perf_counter()
+                if resolved is not None:
+                    writer.append(*resolved)
+                spent["writing"][-1] += time.perf_counter() - start
+                writer.close(np.arange(writer.num_frames) / max(info.fps, 1e-6))
+            return {part: {"mean_ms": round(1000 * float(np.mean(v)), 3),
+                           "p95_ms": round(1000 * float(np.percentile(v, 95)), 3)} for part, v in spent.items()}
+
         # Rounds interleave the configurations so that a slow spell of the shared machine hits all of them; the
         # best round of each is kept (the least disturbed measurement).
         times: dict[str, list[float]] = {"alone": [], "w1": [], "w2": []}
@@ -81,6 +127,7 @@ def main() -> None:
             times["alone"].append(mediapipe_alone())
             times["w1"].append(pipeline(1))
             times["w2"].append(pipeline(2))
+        per_frame = breakdown()
         estimator.close()
         alone_seconds = min(times["alone"])
         results = {w: {"frames": alone_frames, "seconds": round(min(times[f"w{w}"]), 3),
@@ -104,9 +151,12 @@ def main() -> None:
             # on N cores more workers can gain at most N / cores_used.
             "mediapipe_alone_cores_used": round(max(cores_used), 3),
             "scaling_ceiling_on_this_machine": round((os.cpu_count() or 1) / max(cores_used), 3),
+            "per_frame_breakdown_one_thread": per_frame,
             "overhead_workers_1": round(alone_fps / results[1]["frames_per_s"] - 1, 4),
+            "workers_1_over_mediapipe_alone": round(results[1]["frames_per_s"] / alone_fps, 4),
+            "workers_2_over_mediapipe_alone": round(results[2]["frames_per_s"] / alone_fps, 4),
             "scaling_workers_2_over_1": round(results[2]["frames_per_s"] / results[1]["frames_per_s"], 3),
-            "targets": {"overhead_workers_1": "<= 0.10", "scaling_workers_2_over_1": "near 2 on 2 cores"},
+            "targets": {"workers_1_over_mediapipe_alone": ">= 0.95", "workers_2_over_mediapipe_alone": ">= 1.0"},
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -3,15 +3,13 @@ bad inputs, concurrent writers, worker processes and the main subject among seve
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import MA52_VIDEOS, OTHER_VIDEOS, REPO, ma52_clips, requires_shared, run_cli, shortest_clip
+from conftest import MA52_VIDEOS, OTHER_VIDEOS, ma52_clips, requires_shared, run_cli, shortest_clip
 from helpers import assert_same_keypoints
 from pipelines.errors import StoreLockedError
 from pipelines.formats.keypoints import KeypointSet
@@ -71,16 +69,6 @@ def test_changed_parameter_gives_new_key_and_old_output_survives_until_gc(ma52_s
     assert not old.output.path.exists() and new.output.path.exists()
 
 
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended early: {proc.stderr.read() if proc.stderr else ''}")
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
-
-
 def test_bad_inputs_fail_one_by_one_with_a_line_naming_the_file(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -120,25 +108,21 @@ def test_bad_inputs_fail_one_by_one_with_a_line_naming_the_file(tmp_path):
 
 
 def test_second_concurrent_writer_fails_fast_and_nothing_is_corrupted(ma52_store, tmp_path):
+    """Issue 18: deterministic, no race against a first run's finish: the test itself holds the store lock (as a
+    running stage would), so a CLI writer must refuse at once, name the holder and write nothing; once the lock is
+    released the same command runs and gives the reference keypoints."""
     store = Store(tmp_path / "store")
-    first = subprocess.Popen([sys.executable, "-m", "cli", "extract", str(shortest_clip()), "--store",
-                              str(store.root)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lock_file = store.root / "locks" / "store.lock"
-    try:
-        _wait_for(lambda: lock_file.exists() and lock_file.stat().st_size > 0, 120, first)
-        started = time.monotonic()
+    with store.lock(command="dualnet extract (held by the test)"):
         second = run_cli("extract", str(shortest_clip()), "--store", str(store.root), timeout=120)
-        assert time.monotonic() - started < 30
         assert second.returncode == 2
-        assert f"{store.root}: store is in use by pid {first.pid}" in second.stderr
-        assert "extract" in second.stderr
-        assert first.wait(300) == 0
-    finally:
-        first.kill()
-    assert_same_keypoints(KeypointSet(store), KeypointSet(ma52_store), [shortest_clip().stem])
-    with store.lock():  # released on exit
+        assert f"{store.root}: store is in use by pid {os.getpid()}" in second.stderr
+        assert "held by the test" in second.stderr and "Traceback" not in second.stderr
+        assert not (store.root / "extract").exists()  # it refused before writing anything
         with pytest.raises(StoreLockedError):
             run_extract([str(shortest_clip())], store)
+    first = run_cli("extract", str(shortest_clip()), "--store", str(store.root))
+    assert first.returncode == 0, first.stderr
+    assert_same_keypoints(KeypointSet(store), KeypointSet(ma52_store), [shortest_clip().stem])
 
 
 def test_two_workers_give_the_same_keypoints(ma52_store, tmp_path):
