@@ -28,8 +28,8 @@ SHARED = REPO.parent / "shared" / "data"
 # Per dataset: how to import it, its index, the T the model sees, epochs, and whether a flip keeps the label.
 SETUPS = {
     "jhmdb": {"flip": 0.5, "frames": 32, "epochs": 40},
-    "shrec14": {"flip": 0.0, "frames": 16, "epochs": 40},
-    "shrec28": {"flip": 0.0, "frames": 16, "epochs": 40},
+    "shrec14": {"flip": 0.0, "frames": 16, "epochs": 20},
+    "shrec28": {"flip": 0.0, "frames": 16, "epochs": 20},
 }
 
 

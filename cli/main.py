@@ -248,9 +248,9 @@ def verify(
 
 @command("import")
 def import_(
-    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="openpose | pyskl | jhmdb | miga")],
-    source: Annotated[Path, typer.Argument(help="OpenPose JSON folder (of clip folders), the pickle, or the "
-                                                "MiGA .npy array.")],
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="openpose | pyskl | jhmdb | miga | shrec17")],
+    source: Annotated[Path, typer.Argument(help="OpenPose JSON folder (of clip folders), the pickle, the MiGA .npy "
+                                                "array, or the SHREC'17 folder.")],
     store: StoreOption = Path("cache"),
     layout: Annotated[str, typer.Option(help="pyskl, miga: joint layout (a name, e.g. ma52_28, or a .json file).")
                       ] = "",
@@ -276,7 +276,7 @@ app.add_typer(datasets_app, name="datasets")
 
 @command("show", group=datasets_app)
 def datasets_show(
-    name: Annotated[str, typer.Argument(help="ma52 | imigue | jhmdb | pyskl | csv")],
+    name: Annotated[str, typer.Argument(help="ma52 | imigue | jhmdb | pyskl | csv | shrec17 | shrec17_28")],
     root: Annotated[Path, typer.Argument(help="ma52: annotations folder; imigue: segment CSV; jhmdb: folder of "
                                               "GT_*.pkl; pyskl: the pickle; csv: the CSV file.")],
     protocol: Annotated[str, typer.Option(help="ma52: official, or subject (subject-disjoint train/val).")
@@ -561,6 +561,10 @@ def predict(
     people: Annotated[Path | None, typer.Option(help="CSV video,person[,group]: also summarise per person.")
                       ] = None,
     plot: Annotated[bool, typer.Option(help="Write a timeline PNG per video.")] = True,
+    elan: Annotated[bool, typer.Option("--elan", help="Also write an ELAN .eaf per video (a tier per label).")
+                    ] = False,
+    boris: Annotated[bool, typer.Option("--boris", help="Also write BORIS aggregated events per video (.tsv).")
+                     ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
 ) -> None:
     """Micro-action timelines of long videos: pose -> sliding windows -> model -> segments and per-video summary."""
@@ -568,7 +572,7 @@ def predict(
     from pipelines.stages.predict import PredictParams
 
     params = PredictParams(window=window, stride=stride, min_score=min_score, top_k=top_k,
-                           batch_size=batch_size)
+                           batch_size=batch_size, elan=elan, boris=boris)
     with progress_bar() as bar:
         report = run_predict(inputs, checkpoint, Store(store), params, out, people, plot, device,
                              bar, bar)

@@ -261,3 +261,23 @@ def test_bad_inputs_fail_with_one_line(trained, tmp_path):
     result = run_cli("predict", str(not_video), "--checkpoint", str(checkpoint), "--store", str(store.root))
     assert result.returncode == 1
     assert f"{not_video}:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_elan_and_boris_timelines_hold_the_predicted_segments(trained, tmp_path):
+    """Issue 17: `--elan` / `--boris` write each video's segments where ELAN and BORIS read them, to the ms."""
+    from pipelines.report.annotations import read_eaf
+
+    store, checkpoint, _ = trained
+    video = ma52_clips()[0]
+    report = run_predict([str(video)], checkpoint, store, PredictParams(window=1.0, stride=0.5, elan=True,
+                                                                        boris=True), tmp_path / "out")
+    (prediction,) = report.videos
+    segments = prediction.timeline[prediction.timeline["label"] != "(nobody)"]
+    assert len(segments) >= 1
+    eaf = read_eaf(prediction.files["eaf"])
+    assert eaf["tier"].tolist() == segments["label"].tolist()
+    assert eaf["start_s"].tolist() == [round(t, 3) for t in segments["start_s"]]
+    assert eaf["end_s"].tolist() == [round(t, 3) for t in segments["end_s"]]
+    boris = pd.read_csv(prediction.files["boris"], sep="\t")
+    assert boris["Behavior"].tolist() == segments["label"].tolist()
+    assert Path(boris["Media file"].iloc[0]).name == video.name and (boris["FPS"] == 30.0).all()

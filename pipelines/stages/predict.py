@@ -39,6 +39,7 @@ from pipelines.formats.keypoints import KeypointSet
 from pipelines.io.sources import resolve_sources
 from pipelines.io.video import iter_frames
 from pipelines.progress import Progress
+from pipelines.report.annotations import write_boris, write_eaf
 from pipelines.store import StageSpec, Store, safe_name, write_file_atomic, write_json_atomic
 
 STAGE = "predict"
@@ -57,6 +58,8 @@ class PredictParams:
     batch_size: int = 8  # windows per model call
     min_score: float = 0.0  # a window whose top-1 score is below this belongs to no segment
     top_k: int = 3  # labels listed per segment
+    elan: bool = False  # also write <video>.eaf (ELAN: a tier per label, the media linked relatively)
+    boris: bool = False  # also write <video>.boris.tsv (BORIS aggregated events)
 
     def __post_init__(self) -> None:
         if self.window <= 0 or self.stride <= 0:
@@ -294,6 +297,8 @@ class VideoPrediction:
     duration_s: float
     files: dict[str, Path] = field(default_factory=dict)
     reused: bool = False
+    source: str = ""  # the video's path
+    fps: float = 0.0
 
 
 @dataclass
@@ -307,8 +312,10 @@ class PredictReport:
     seconds: float = 0.0
 
 
-def write_outputs(prediction: VideoPrediction, out_dir: Path, classes: list[str], plot: bool = True) -> dict:
-    """timeline.csv, timeline.parquet, summary.csv and (with `plot`) timeline.png of one video in `out_dir`."""
+def write_outputs(prediction: VideoPrediction, out_dir: Path, classes: list[str], plot: bool = True,
+                  elan: bool = False, boris: bool = False) -> dict:
+    """timeline.csv, timeline.parquet, summary.csv and (with `plot`) timeline.png of one video in `out_dir`; with
+    `elan` / `boris` also ``<video>.eaf`` / ``<video>.boris.tsv`` (`report.annotations`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"timeline_csv": out_dir / "timeline.csv", "timeline_parquet": out_dir / "timeline.parquet",
              "summary_csv": out_dir / "summary.csv"}
@@ -318,6 +325,13 @@ def write_outputs(prediction: VideoPrediction, out_dir: Path, classes: list[str]
     if plot:
         files["timeline_png"] = out_dir / "timeline.png"
         write_file_atomic(files["timeline_png"], lambda p: plot_timeline(prediction, classes, p))
+    if elan:
+        files["eaf"] = out_dir / f"{prediction.name}.eaf"
+        write_file_atomic(files["eaf"], lambda p: write_eaf(prediction.timeline, prediction.source, p))
+    if boris:
+        files["boris"] = out_dir / f"{prediction.name}.boris.tsv"
+        write_file_atomic(files["boris"], lambda p: write_boris(prediction.timeline, prediction.source,
+                                                                 prediction.duration_s, prediction.fps, p))
     return files
 
 
@@ -400,7 +414,8 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
             output.clear_failure(source.name)
             progress.item(source.name, None)
     for prediction in report.videos:
-        prediction.files = write_outputs(prediction, out_root / prediction.name, predictor.classes, plot)
+        prediction.files = write_outputs(prediction, out_root / prediction.name, predictor.classes, plot,
+                                         params.elan, params.boris)
     if report.videos:
         summaries = pd.concat([p.summary for p in report.videos], ignore_index=True)
         write_file_atomic(out_root / "summary.csv", lambda p: summaries.to_csv(p, index=False))
@@ -439,7 +454,8 @@ def _predict_one(source, predictor: Predictor, keypoints: KeypointSet, params: P
     timeline = merge_segments(windows, predictor.classes, params.min_score, params.top_k)
     timeline.insert(0, "video", source.name)
     summary = summarize(timeline, duration, source.name)
-    return VideoPrediction(source.name, windows, timeline, summary, duration, reused=reused)
+    return VideoPrediction(source.name, windows, timeline, summary, duration, reused=reused, source=source.path,
+                           fps=fps)
 
 
 def _item_matches(item: Path, fingerprint: str) -> bool:
