@@ -37,6 +37,9 @@ class ModelConfig:
     mlp_ratio: float = 2.0  # feed-forward width of those layers and of MLP_s / MLP_t, in multiples of D (ours)
     dropout: float = 0.1  # in attention, feed-forward and before the classifier (ours)
     position_embeddings: bool = True  # learnable entity and time embeddings (paper)
+    mask_invisible: bool = False  # an entity whose own keypoints were not seen in a frame enters as a learned
+    # "missing" token, and MAC leaves clips where it is never seen out (the presets turn it on; False = as trained
+    # before it existed, so older checkpoints load)
     tau: float = 1.0  # routing softmax temperature (ours: 1.0, the paper does not give it)
     mac: bool = True  # mutual action consistency loss between the paths (paper)
     mac_lambda: float = 0.1  # L = L_CE + lambda * L_MAC (paper: 0.1)
@@ -80,35 +83,36 @@ class ModelConfig:
 def paper() -> ModelConfig:
     """The paper's model: ImageNet-initialised ResNet-101 + TSM, T = 8, K = 6, D = 256, RGB + pose, dual path, MAC
     lambda 0.1."""
-    return ModelConfig(pretrained="imagenet")
+    return ModelConfig(pretrained="imagenet", mask_invisible=True)
 
 
 def r50() -> ModelConfig:
     """ResNet-50 backbone (ImageNet weights), otherwise the paper's settings."""
-    return ModelConfig(backbone="resnet50", pretrained="imagenet")
+    return ModelConfig(backbone="resnet50", pretrained="imagenet", mask_invisible=True)
 
 
 def small() -> ModelConfig:
     """ResNet-18 (ImageNet weights) at D = 128: a single mid-range GPU."""
-    return ModelConfig(backbone="resnet18", dim=128, heads=2, pretrained="imagenet")
+    return ModelConfig(backbone="resnet18", dim=128, heads=2, pretrained="imagenet", mask_invisible=True)
 
 
 def tiny() -> ModelConfig:
     """A few thousand parameters' worth of everything: trains on a CPU in seconds (tests, the demo)."""
-    return ModelConfig(backbone="tiny", num_frames=4, dim=32, heads=2, entity_size=32, global_size=64, mac_dim=16)
+    return ModelConfig(backbone="tiny", num_frames=4, dim=32, heads=2, entity_size=32, global_size=64, mac_dim=16,
+                       mask_invisible=True)
 
 
 def pose() -> ModelConfig:
     """Pose only (no images, no backbone): the paper's pose-only variant, with our whole-body pose encoding and
     T = 32 (frames are cheap without images). JHMDB split 1, last epoch: entity encoding T = 16 69.3%, body
     encoding T = 16 77.8%, T = 32 80.1% (bench/bench_pose.py)."""
-    return ModelConfig(modality="pose", backbone="tiny", pose_encoding="body", num_frames=32)
+    return ModelConfig(modality="pose", backbone="tiny", pose_encoding="body", num_frames=32, mask_invisible=True)
 
 
 def pose_tiny() -> ModelConfig:
     """Pose only and small: seconds per epoch on a CPU."""
     return ModelConfig(modality="pose", backbone="tiny", num_frames=4, dim=32, heads=2, mac_dim=16,
-                       pose_encoding="body")
+                       pose_encoding="body", mask_invisible=True)
 
 
 PRESETS = {"paper": paper, "r50": r50, "small": small, "tiny": tiny, "pose": pose, "pose_tiny": pose_tiny}

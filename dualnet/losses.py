@@ -15,12 +15,13 @@ import torch.nn.functional as F
 
 
 def mac_loss(z_st: torch.Tensor, z_ts: torch.Tensor, temperature: float = 0.1,
-             labels: torch.Tensor | None = None) -> torch.Tensor:
+             labels: torch.Tensor | None = None, present: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric per-entity InfoNCE between the paths.
 
     Args:
         z_st, z_ts: (B, K, E) projected, time-pooled entity features of the ST and TS paths.
         labels: (B,) class labels: another clip of the same class is left out of the negatives.
+        present: (B, K) bool, the entity was seen in the clip: an unseen entity is neither an anchor nor a negative.
 
     Returns:
         A scalar: about log(B) for unrelated embeddings, near 0 when each clip's two paths agree and clips differ.
@@ -32,10 +33,18 @@ def mac_loss(z_st: torch.Tensor, z_ts: torch.Tensor, temperature: float = 0.1,
         same = labels[:, None] == labels[None, :]  # (B, B)
         same.fill_diagonal_(False)  # the positive stays
         logits = logits.masked_fill(same, float("-inf"))
+    if present is not None:
+        seen = present.T  # (K, B)
+        pair = seen[:, :, None] & seen[:, None, :]  # (K, B, B): both clips show entity k
+        logits = logits.masked_fill(~pair & ~torch.eye(b, dtype=torch.bool, device=z_st.device), float("-inf"))
     target = torch.arange(b, device=z_st.device).repeat(k)
-    forward = F.cross_entropy(logits.reshape(k * b, b), target)
-    backward = F.cross_entropy(logits.transpose(1, 2).reshape(k * b, b), target)
-    return (forward + backward) / 2
+    forward = F.cross_entropy(logits.reshape(k * b, b), target, reduction="none")
+    backward = F.cross_entropy(logits.transpose(1, 2).reshape(k * b, b), target, reduction="none")
+    rows = (forward + backward) / 2  # (K * B,): entity k of clip i
+    if present is None:
+        return rows.mean()
+    weight = present.T.reshape(k * b).to(rows.dtype)
+    return (rows * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def total_loss(logits: torch.Tensor, labels: torch.Tensor, mac: torch.Tensor | None = None, mac_lambda: float = 0.1,

@@ -67,6 +67,8 @@ class MicroDualNet(nn.Module):
             self.pose = PoseEntityEncoder(get_layout(config.layout), entities, d, encoding=config.pose_encoding)
         if config.uses_rgb and config.uses_pose:
             self.fuse_modalities = nn.Linear(2 * d, d)
+        if config.mask_invisible:
+            self.missing_token = nn.Parameter(torch.zeros(1, 1, 1, d))  # an entity not seen in that frame
         if config.position_embeddings:
             self.entity_embedding = nn.Parameter(torch.randn(1, 1, k, d) * 0.02)
             self.time_embedding = nn.Parameter(torch.randn(1, config.num_frames, 1, d) * 0.02)
@@ -122,8 +124,9 @@ class MicroDualNet(nn.Module):
 
     # -- features ------------------------------------------------------------------------------------------------
     def entity_features(self, tubes: torch.Tensor | None = None, keypoints: torch.Tensor | None = None,
-                        boxes: torch.Tensor | None = None) -> torch.Tensor:
-        """Entity features X (B, T, K, D): visual, pose, or both fused, with position embeddings."""
+                        boxes: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Entity features X (B, T, K, D): visual, pose, or both fused, with position embeddings; with
+        `visible` (B, T, K) and `mask_invisible`, entities not seen in a frame are the learned missing token."""
         parts = []
         if self.config.uses_rgb:
             if tubes is None:
@@ -134,6 +137,9 @@ class MicroDualNet(nn.Module):
                 raise ValueError(f"modality {self.config.modality!r} needs keypoints (B, T, V, 3) and boxes")
             parts.append(self.pose(keypoints, boxes))
         x = self.fuse_modalities(torch.cat(parts, dim=-1)) if len(parts) == 2 else parts[0]
+        if visible is not None and self.config.mask_invisible:
+            seen = visible.to(x.dtype).unsqueeze(-1)  # (B, T, K, 1); a product keeps the token in every graph (DDP)
+            x = x * seen + self.missing_token * (1 - seen)
         if self.config.position_embeddings:
             t = x.shape[1]
             if t > self.time_embedding.shape[1]:
@@ -150,15 +156,17 @@ class MicroDualNet(nn.Module):
     # -- forward -------------------------------------------------------------------------------------------------
     def forward(self, tubes: torch.Tensor | None = None, frames: torch.Tensor | None = None,
                 keypoints: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
-                path: str | None = None, labels: torch.Tensor | None = None) -> DualNetOutput:
+                path: str | None = None, labels: torch.Tensor | None = None,
+                visible: torch.Tensor | None = None) -> DualNetOutput:
         """Classify a batch of clips. `path` runs another path than the config's, among those the model built (a
         dual model runs st, ts and average too). With `labels` (B,) (training), MAC does not take clips of the same
-        class as negatives of each other."""
+        class as negatives of each other. `visible` (B, T, K) bool: which entities' own keypoints were seen in
+        each frame (see `ModelConfig.mask_invisible`)."""
         path = path or self.config.path
         if (path != "ts" and self.st_path is None) or (path != "st" and self.ts_path is None) or \
                 (path == "dual" and self.router is None):
             raise ValueError(f"path {path!r} needs modules a model built for path {self.config.path!r} does not have")
-        x = self.entity_features(tubes, keypoints, boxes)  # (B, T, K, D)
+        x = self.entity_features(tubes, keypoints, boxes, visible)  # (B, T, K, D)
         b, k = x.shape[0], x.shape[2]
         x_st = self.st_path(x) if path != "ts" else None
         x_ts = self.ts_path(x) if path != "st" else None
@@ -177,7 +185,9 @@ class MicroDualNet(nn.Module):
         pooled_ts = x_ts.mean(dim=1) if x_ts is not None else None
         mac = None
         if self.projector is not None and pooled_st is not None and pooled_ts is not None:
-            mac = mac_loss(self.projector(pooled_st), self.projector(pooled_ts), self.config.mac_temperature, labels)
+            present = visible.any(dim=1) if visible is not None and self.config.mask_invisible else None  # (B, K)
+            mac = mac_loss(self.projector(pooled_st), self.projector(pooled_ts), self.config.mac_temperature, labels,
+                           present)
         f_entity = fused.mean(dim=1).flatten(1)  # (B, K*D): entities keep their identity in the head
         if self.backbone is not None:
             if frames is None:

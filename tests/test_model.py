@@ -28,6 +28,7 @@ def batch(config: dualnet.ModelConfig, b: int = 3, seed: int = 0, preset: str = 
         "frames": torch.randint(0, 256, (b, t, 3, gs, gs), dtype=torch.uint8, generator=g),
         "keypoints": keypoints,
         "boxes": torch.cat([centre - side / 2, centre + side / 2], dim=-1),
+        "visible": torch.rand(b, t, k, generator=g) > 0.2,  # some entities unseen in some frames
     }
 
 
@@ -188,3 +189,28 @@ def test_class_weights_inverse_sqrt_effective():
         assert w[0] < w[1] < w[2]
     inverse, sqrt = dualnet.losses.class_weights(counts, "inverse"), dualnet.losses.class_weights(counts, "sqrt")
     assert inverse[2] / inverse[0] == pytest.approx(100) and sqrt[2] / sqrt[0] == pytest.approx(10)
+
+
+def test_unseen_entities_enter_as_the_missing_token_and_leave_mac():
+    """Issue 13: an entity whose keypoints were not seen is the learned missing token, whatever its crop or points
+    hold, and takes no part in MAC; all seen, the output is the same as without a mask."""
+    torch.manual_seed(0)
+    model = MicroDualNet(dualnet.preset("pose_tiny")).eval()
+    inputs = {k: v for k, v in batch(model.config).items() if k != "visible"}
+    torch.nn.init.normal_(model.missing_token)  # as after training: the token differs from any zero feature
+    seen = torch.ones(3, model.config.num_frames, model.num_entities, dtype=torch.bool)
+    torch.testing.assert_close(model(**inputs, visible=seen).logits, model(**inputs).logits)
+    hidden = seen.clone()
+    hidden[:, :, 3] = False  # left hand never seen
+    noisy = dict(inputs, keypoints=inputs["keypoints"].clone())
+    noisy["keypoints"][:, :, :, :2] += torch.randn_like(noisy["keypoints"][:, :, :, :2]) * 50  # points move
+    x = model.entity_features(None, inputs["keypoints"],
+                              inputs["boxes"], hidden)
+    y = model.entity_features(None, noisy["keypoints"], inputs["boxes"], hidden)
+    torch.testing.assert_close(x[:, :, 3], y[:, :, 3])  # the unseen entity ignores its (moved) points
+    z = torch.randn(4, 2, 8)
+    present = torch.tensor([[True, True], [True, False], [True, True], [True, False]])
+    full = dualnet.losses.mac_loss(z, z.clone(), 0.1, present=present)
+    changed = z.clone()
+    changed[[1, 3], 1] = torch.randn(2, 8)  # what an absent entity's embedding holds must not matter
+    assert float(dualnet.losses.mac_loss(changed, changed.clone(), 0.1, present=present)) == pytest.approx(float(full))

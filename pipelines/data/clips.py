@@ -82,9 +82,11 @@ class ClipDataset(Dataset):
         idx = segment_indices(len(a["frame_index"]), self.config.num_frames, self.train, rng,
                               self.params.temporal_crop)
         tubes, frames, keypoints, boxes = a["tubes"][idx], a["frames"][idx], a["keypoints"][idx], a["boxes"][idx]
+        visible = a["visible"][idx]
         if self.train and rng.random() < self.params.flip:
             tubes, boxes, keypoints, frames = hflip_clip(tubes, boxes, keypoints, a["meta"]["width"], self.entities,
                                                          self.layout, frames)
+            visible = visible[:, flip_order(self.entities)]
         if self.train and self.params.keypoint_noise > 0:
             side = float(np.median(boxes[..., 2] - boxes[..., 0]))
             keypoints = keypoints.copy()
@@ -93,6 +95,7 @@ class ClipDataset(Dataset):
                 "frames": torch.from_numpy(np.ascontiguousarray(frames)),
                 "keypoints": torch.from_numpy(np.ascontiguousarray(keypoints)).float(),
                 "boxes": torch.from_numpy(np.ascontiguousarray(boxes)).float(),
+                "visible": torch.from_numpy(np.ascontiguousarray(visible, dtype=bool)),
                 "label": torch.tensor(self.clips.labels[i])}
         if self.train and self.params.crop_jitter > 0:  # applied to the batch by `augment`
             item["crop"] = torch.from_numpy(draw_crop_windows(len(self.entities), tubes.shape[-1],
@@ -120,20 +123,21 @@ class KeypointClipDataset(Dataset):
         for name in clips.names:
             clip = keypoints.load(name)
             kp = clip.keypoints.astype(np.float64)
-            boxes, _ = entity_boxes(kp, self.layout, self.entities, (clip.width or 1, clip.height or 1))
-            self.items.append((kp.astype(np.float32), boxes.astype(np.float32)))
+            boxes, visible = entity_boxes(kp, self.layout, self.entities, (clip.width or 1, clip.height or 1))
+            self.items.append((kp.astype(np.float32), boxes.astype(np.float32), visible))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.params.seed, self.epoch, i])
-        kp, boxes = self.items[i]
+        kp, boxes, visible = self.items[i]
         idx = segment_indices(len(kp), self.config.num_frames, self.train, rng, self.params.temporal_crop)
-        kp, boxes = kp[idx].copy(), boxes[idx].copy()
+        kp, boxes, visible = kp[idx].copy(), boxes[idx].copy(), visible[idx]
         if self.train and rng.random() < self.params.flip:
             order = flip_order(self.entities)
             boxes = np.stack([-boxes[..., 2], boxes[..., 1], -boxes[..., 0], boxes[..., 3]], axis=-1)[:, order]
+            visible = visible[:, order]
             kp[..., 0] = -kp[..., 0]  # mirror about x = 0: the encoder is translation-invariant
             perm = np.arange(self.layout.num_keypoints)
             for a, b in self.layout.flip_pairs:
@@ -143,6 +147,7 @@ class KeypointClipDataset(Dataset):
             side = float(np.median(boxes[..., 2] - boxes[..., 0]))
             kp[..., :2] += rng.normal(0, self.params.keypoint_noise * side, kp[..., :2].shape)
         return {"keypoints": torch.from_numpy(kp), "boxes": torch.from_numpy(boxes),
+                "visible": torch.from_numpy(np.ascontiguousarray(visible, dtype=bool)),
                 "label": torch.tensor(self.clips.labels[i])}
 
 
@@ -157,7 +162,7 @@ def make_dataset(source, clips: LabelledClips, config: ModelConfig, params: Trai
 
 def model_inputs(batch: dict) -> dict:
     """The model inputs a batch has (pose-only data has no tubes or frames)."""
-    return {k: batch[k] for k in ("tubes", "frames", "keypoints", "boxes") if k in batch}
+    return {k: batch[k] for k in ("tubes", "frames", "keypoints", "boxes", "visible") if k in batch}
 
 
 def batch_to(batch: dict, device: torch.device) -> dict:  # non_blocking: batches come pinned when on CUDA

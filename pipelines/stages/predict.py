@@ -121,13 +121,15 @@ class _WindowInputs:
         self.entities = get_entity_set(self.config.entity_set)
         self.size = (width, height)
 
-    def pose(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """keypoints (T, V, 3) and entity boxes (T, K, 4) of one window, boxes made from the window's keypoints."""
+    def pose(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """keypoints (T, V, 3), entity boxes (T, K, 4) and entity visibility (T, K) of one window, boxes made from
+        the window's keypoints."""
         clip = self.keypoints.load(self.name, window.start, window.end)
         kp = clip.keypoints.astype(np.float64)
-        boxes, _ = entity_boxes(kp, self.layout, self.entities, self.size, self.predictor.tube_params.smooth_sigma)
+        boxes, visible = entity_boxes(kp, self.layout, self.entities, self.size,
+                                      self.predictor.tube_params.smooth_sigma)
         rel = window.frames - window.start
-        return kp[rel].astype(np.float32), boxes[rel].astype(np.float32)
+        return kp[rel].astype(np.float32), boxes[rel].astype(np.float32), visible[rel]
 
     def images(self, frames: dict[int, np.ndarray], window: Window, boxes: np.ndarray) -> tuple[np.ndarray,
                                                                                                 np.ndarray]:
@@ -144,8 +146,8 @@ def _stream_windows(video: Path, windows: list[Window], inputs: _WindowInputs,
     needs it."""
     if not uses_rgb:
         for window in windows:
-            kp, boxes = inputs.pose(window)
-            yield {"keypoints": kp, "boxes": boxes}
+            kp, boxes, visible = inputs.pose(window)
+            yield {"keypoints": kp, "boxes": boxes, "visible": visible}
         return
     needed = {int(i) for w in windows for i in w.frames}
     held: dict[int, np.ndarray] = {}
@@ -157,9 +159,9 @@ def _stream_windows(video: Path, windows: list[Window], inputs: _WindowInputs,
             held[index] = rgb
         while nxt < len(windows) and int(windows[nxt].frames[-1]) <= index:
             w = windows[nxt]
-            kp, boxes = inputs.pose(w)
+            kp, boxes, visible = inputs.pose(w)
             tubes, frames = inputs.images(held, w, boxes)
-            yield {"tubes": tubes, "frames": frames, "keypoints": kp, "boxes": boxes}
+            yield {"tubes": tubes, "frames": frames, "keypoints": kp, "boxes": boxes, "visible": visible}
             nxt += 1
             first_needed = int(windows[nxt].frames[0]) if nxt < len(windows) else index + 1
             for i in [i for i in held if i < first_needed]:
