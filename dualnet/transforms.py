@@ -26,19 +26,25 @@ def hflip_clip(tubes: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, widt
     Returns:
         tubes, boxes, keypoints (and frames when given), flipped. Flipping twice gives the input back.
     """
-    order = flip_order(entities)
-    tubes = tubes[:, order, ..., ::-1]
-    boxes = boxes[:, order]
+    tubes = tubes[:, flip_order(entities), ..., ::-1]
+    boxes, keypoints = hflip_pose(boxes, keypoints, width, entities, layout)
+    if frames is None:
+        return tubes, boxes, keypoints
+    return tubes, boxes, keypoints, frames[..., ::-1]
+
+
+def hflip_pose(boxes: np.ndarray, keypoints: np.ndarray, width: float, entities: tuple[Entity, ...],
+               layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror boxes (F, K, 4) and keypoints (F, V, 3) about x = width / 2 (width 0: about x = 0): x -> width - x,
+    left and right entities and keypoints swap places. The one place the flip permutation is written."""
+    boxes = boxes[:, flip_order(entities)]
     boxes = np.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], axis=-1)
     keypoints = keypoints.copy()
     keypoints[..., 0] = width - keypoints[..., 0]
     perm = np.arange(layout.num_keypoints)
     for a, b in layout.flip_pairs:
         perm[a], perm[b] = b, a
-    keypoints = keypoints[:, perm]
-    if frames is None:
-        return tubes, boxes, keypoints
-    return tubes, boxes, keypoints, frames[..., ::-1]
+    return boxes, keypoints[:, perm]
 
 
 def draw_crop_windows(num_entities: int, size: int, amount: float, rng: np.random.Generator) -> np.ndarray:

@@ -13,7 +13,7 @@ from dualnet.config import ModelConfig
 from dualnet.entities import flip_order, get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
-from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_clip, jitter_crops
+from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_clip, hflip_pose, jitter_crops
 from pipelines.formats.params import TrainParams
 from pipelines.formats.tube_packs import TubeSet
 
@@ -135,14 +135,9 @@ class KeypointClipDataset(Dataset):
         idx = segment_indices(len(kp), self.config.num_frames, self.train, rng, self.params.temporal_crop)
         kp, boxes, visible = kp[idx].copy(), boxes[idx].copy(), visible[idx]
         if self.train and rng.random() < self.params.flip:
-            order = flip_order(self.entities)
-            boxes = np.stack([-boxes[..., 2], boxes[..., 1], -boxes[..., 0], boxes[..., 3]], axis=-1)[:, order]
-            visible = visible[:, order]
-            kp[..., 0] = -kp[..., 0]  # mirror about x = 0: the encoder is translation-invariant
-            perm = np.arange(self.layout.num_keypoints)
-            for a, b in self.layout.flip_pairs:
-                perm[a], perm[b] = b, a
-            kp = kp[:, perm]
+            # mirror about x = 0: the encoder is translation-invariant
+            boxes, kp = hflip_pose(boxes, kp, 0.0, self.entities, self.layout)
+            visible = visible[:, flip_order(self.entities)]
         if self.train and self.params.keypoint_noise > 0:
             side = float(np.median(boxes[..., 2] - boxes[..., 0]))
             kp[..., :2] += rng.normal(0, self.params.keypoint_noise * side, kp[..., :2].shape)
