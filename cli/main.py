@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +20,13 @@ from rich.table import Table
 from pipelines.errors import DualnetError
 from pipelines.progress import Progress
 from pipelines.store import STORE_ENV, Shard, StageReport, StageSummary, Store
+
+# zarr reads chunks in concurrent asyncio tasks: when one chunk fails its checksum, the stage reports it as one line,
+# and the sibling reads that failed the same way would otherwise print "Task exception was never retrieved" with a
+# traceback at exit. Those duplicates are dropped; the error itself is always reported (one line).
+_asyncio_log = logging.getLogger("asyncio")
+_asyncio_log.addHandler(logging.NullHandler())
+_asyncio_log.propagate = False
 
 # rich_markup_mode=None: click's plain help, which never cuts an option name (Rich's table does at 80 columns)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
