@@ -57,27 +57,3 @@ def test_out_of_order_avi_timestamps_are_rebuilt():
     np.testing.assert_allclose(np.diff(fixed), 1 / 30)
     np.testing.assert_allclose(regular_timestamps([0.0, 0.5, 1.0], 2.0), [0.0, 0.5, 1.0])
 
-
-def test_prefetched_frames_are_the_same_frames_and_errors_arrive_where_they_happened(tmp_path):
-    """Issue 19: decoding ahead in a thread changes nothing the caller sees: the same frames in the same order,
-    bit for bit; a truncated file's error after the frames that decoded; a caller that stops early stops it."""
-    import threading
-
-    from pipelines.io.video import prefetched
-
-    direct = list(iter_frames(shortest_clip()))
-    ahead = list(prefetched(iter_frames(shortest_clip()), depth=2))
-    assert len(ahead) == len(direct) == 50
-    assert all(a[0] == d[0] and np.array_equal(a[1], d[1]) for a, d in zip(ahead, direct, strict=True))
-    data = (OTHER_VIDEOS / "pyskl__ntu_sample.avi").read_bytes()
-    cut = tmp_path / "cut.avi"
-    cut.write_bytes(data[: len(data) // 2])
-    seen = []
-    with pytest.raises(InputError, match=r"truncated video: decoded \d+ of 72 declared frames") as err:
-        for t, _ in prefetched(iter_frames(cut)):
-            seen.append(t)
-    assert f"decoded {len(seen)} of 72" in str(err.value)
-    stream = prefetched(iter_frames(shortest_clip()), depth=2)
-    next(stream)
-    stream.close()  # the caller stops after one frame: the thread ends, nothing is left running
-    assert not any(t.name == "frame-prefetch" and t.is_alive() for t in threading.enumerate())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -141,54 +139,6 @@ def iter_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
         raise InputError(path, "no frames could be decoded")
     if info.declared_frames and n < info.declared_frames:
         raise InputError(path, f"truncated video: decoded {n} of {info.declared_frames} declared frames")
-
-
-def prefetched(frames: Iterator[tuple[float, np.ndarray]], depth: int = 4) -> Iterator[tuple[float, np.ndarray]]:
-    """The same items as `frames`, decoded ahead in a background thread (at most `depth` waiting), so the caller's
-    work (pose inference, which releases the GIL) overlaps decoding and colour conversion. An error in decoding is
-    raised in the caller at the point the frames stopped; a caller that stops early stops the thread."""
-    items: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in frames:
-                while not stop.is_set():
-                    try:
-                        items.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            outcome = ("end", done)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            outcome = ("error", e)
-        while not stop.is_set():
-            try:
-                items.put(outcome, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    worker = threading.Thread(target=produce, name="frame-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = items.get()
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        stop.set()
-        worker.join(timeout=5)
-        close = getattr(frames, "close", None)
-        if close is not None and not worker.is_alive():
-            close()  # the decoder's container is closed in the generator's own cleanup
 
 
 def regular_timestamps(times: list[float], fps: float) -> np.ndarray:

@@ -25,7 +25,7 @@ from pipelines.formats.keypoint_items import KeypointItemWriter
 from pipelines.formats.keypoint_packs import Compactor, KeypointIndex
 from pipelines.formats.params import ExtractParams, extract_spec
 from pipelines.io.sources import VideoSource, resolve_sources
-from pipelines.io.video import declared_frames, iter_frames, prefetched, probe, regular_timestamps
+from pipelines.io.video import declared_frames, iter_frames, probe, regular_timestamps
 from pipelines.kill_points import kill_point
 from pipelines.pose.subject import StreamingSubjectTracker
 from pipelines.progress import Progress
@@ -85,7 +85,7 @@ def extract_video(source: VideoSource, fingerprint: str, params: ExtractParams, 
             source_name=Path(path).name, source_path=path, fingerprint=fingerprint, dtype=params.dtype,
             extra={"rotation": info.rotation}))
         times: list[float] = []  # 8 bytes a frame: kept whole, as timestamps may need rebuilding at the end
-        for t, rgb in prefetched(iter_frames(path)):  # decoding overlaps the pose model
+        for t, rgb in iter_frames(path):
             resolved = tracker.push(estimator(rgb))
             times.append(t)
             if resolved is not None:
