@@ -97,9 +97,10 @@ class PoseEntityEncoder(nn.Module):
 
     def forward(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """keypoints (B, T, V, 3), boxes (B, T, K, 4) -> (B, T, K, D)."""
-        feats = self.entity_features(keypoints, boxes)  # (B, T, K, F)
-        if self.encoding == "body":
-            feats = torch.cat([feats, self.body_features(keypoints, feats.shape[2])], dim=-1)
+        person = self.person_frame(keypoints, self.body) if self.encoding == "body" else None  # once per batch
+        feats = self.entity_features(keypoints, boxes, person)  # (B, T, K, F)
+        if person is not None:
+            feats = torch.cat([feats, self.body_features(keypoints, feats.shape[2], person)], dim=-1)
         return torch.stack([mlp(feats[:, :, k]) for k, mlp in enumerate(self.mlps)], dim=2)
 
     @staticmethod
@@ -130,10 +131,11 @@ class PoseEntityEncoder(nn.Module):
         scale = extent.sum(1, keepdim=True) / seen.sum(1, keepdim=True).clamp_min(1)  # (B, 1, 1)
         return centre, scale.clamp_min(1e-6)
 
-    def body_features(self, keypoints: torch.Tensor, k: int) -> torch.Tensor:
+    def body_features(self, keypoints: torch.Tensor, k: int,
+                      person: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The person's motion and the whole body's joints in person coordinates, (B, T, K, 4 + 4 V_b), the same
-        for every entity."""
-        centre, scale = self.person_frame(keypoints, self.body)
+        for every entity. `person`: `person_frame`'s centre and scale."""
+        centre, scale = person
         pts = keypoints[:, :, self.body]
         valid = torch.isfinite(pts[..., :2]).all(-1) & (torch.nan_to_num(pts[..., 2], nan=0.0) > 0)
         rel = torch.where(valid.unsqueeze(-1), (torch.nan_to_num(pts[..., :2]) - centre.unsqueeze(2))
@@ -144,8 +146,10 @@ class PoseEntityEncoder(nn.Module):
                             (centre - centre.mean(1, keepdim=True)) / scale], dim=-1)  # (B, T, 4)
         return torch.cat([person, joints], dim=-1).unsqueeze(2).expand(-1, -1, k, -1)
 
-    def entity_features(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """Each entity's points in its box (and, with encoding "body", in the person) and its box, (B, T, K, F)."""
+    def entity_features(self, keypoints: torch.Tensor, boxes: torch.Tensor,
+                        person: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Each entity's points in its box (and, given `person_frame`'s centre and scale, in the person) and its
+        box, (B, T, K, F)."""
         pts = keypoints[:, :, self.index]  # (B, T, K, P, 3)
         centre = ((boxes[..., :2] + boxes[..., 2:]) / 2).unsqueeze(-2)  # (B, T, K, 1, 2)
         side = (boxes[..., 2:3] - boxes[..., 0:1]).clamp_min(1e-6).unsqueeze(-2)  # (B, T, K, 1, 1)
@@ -156,10 +160,10 @@ class PoseEntityEncoder(nn.Module):
         velocity = torch.zeros_like(xy)
         velocity[:, 1:] = torch.where(moved.unsqueeze(-1), xy[:, 1:] - xy[:, :-1], 0.0)
         parts = [xy, velocity, (score * valid).unsqueeze(-1)]
-        if self.encoding == "body":
-            person, scale = self.person_frame(keypoints, self.body)
+        if person is not None:
+            centre_p, scale = person
             in_person = torch.where(valid.unsqueeze(-1), (torch.nan_to_num(pts[..., :2])
-                                                          - person[:, :, None, None]) / scale[..., None, None],
+                                                          - centre_p[:, :, None, None]) / scale[..., None, None],
                                     0.0)  # (B, T, K, P, 2)
             parts += [in_person, self._motion(in_person, valid, 1), self._motion(in_person, valid, 2)]
         feats = torch.cat(parts, dim=-1).flatten(-2)  # (B, T, K, P*F_point)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-NO_SUBJECT = "(nobody)"  # the label `predict` gives windows without the subject (see stages.predict)
+NO_SUBJECT = "(nobody)"  # the label `predict` gives windows without the subject: not behaviour
 MIMETYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".avi": "video/x-msvideo", ".mkv": "video/x-matroska",
              ".webm": "video/webm", ".mpg": "video/mpeg", ".mpeg": "video/mpeg"}
 BORIS_COLUMNS = ["Observation id", "Media file", "Total length", "FPS", "Subject", "Behavior", "Behavioral category",

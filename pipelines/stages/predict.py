@@ -39,13 +39,13 @@ from pipelines.formats.keypoints import KeypointSet
 from pipelines.io.sources import resolve_sources
 from pipelines.io.video import iter_frames
 from pipelines.progress import Progress
-from pipelines.report.annotations import write_boris, write_eaf
+from pipelines.report.annotations import NO_SUBJECT, write_boris, write_eaf
 from pipelines.store import StageSpec, Store, safe_name, write_file_atomic, write_json_atomic
 
 STAGE = "predict"
 VERSION = 3  # 2: windows record the share of frames with the subject (`subject`)
 # 3: the key is the hash of the manifest (StageSpec): the training run behind the checkpoint is one of its inputs
-NO_SUBJECT = "(nobody)"  # the label of windows where the subject was not found: no action is predicted there
+# NO_SUBJECT (from report.annotations): the label of windows where the subject was not found
 MIN_SUBJECT = 0.5  # a window needs the subject detected in at least this share of its frames to be scored
 
 
