@@ -322,7 +322,7 @@ def test_a_killed_predict_resumes_with_only_the_videos_not_yet_scored(trained, t
 
     code, resumed, stderr = predict("killed")
     assert code == 0, stderr
-    assert resumed.count("predict.item_committed") == 2  # only the two videos the killed run had not scored
+    assert resumed.count("predict.item_committed") == 2, resumed  # only the two videos not scored before the kill
     again = (items / names[0] / "windows.parquet").stat()
     assert (again.st_ino, again.st_mtime_ns) == (scored.st_ino, scored.st_mtime_ns)
     for name in names:
