@@ -249,7 +249,7 @@ def test_two_shards_compacting_side_by_side_lose_nothing_wherever_one_pauses(tmp
 
     def interleaved(root, pause_at: int) -> tuple[list[str], dict, KeypointIndex]:
         store, output, _ = _output(root)
-        tmps = {shard: output.prepare({}, shard) for shard in (first, second)}
+        tmps = {shard: output.prepare({}, shard) for shard in (first, second)}  # stage.json is already written
         data = {n: _put(output, tmps[first], n, 20 + i, seed=i) for i, n in enumerate(names) if first.owns(n)}
         points: list[str] = []
 
