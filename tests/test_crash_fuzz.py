@@ -17,10 +17,7 @@ so the same kills land on every machine.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,8 +25,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MA52_VIDEOS, REPO, SHARED, requires_shared
-from helpers import assert_same_keypoints
+from conftest import MA52_VIDEOS, SHARED, requires_shared
+from helpers import assert_same_keypoints, cli, traced_run
 from pipelines.formats.keypoint_packs import KeypointIndex
 from pipelines.formats.keypoints import KeypointSet
 from pipelines.formats.params import ImportParams
@@ -40,21 +37,6 @@ pytestmark = requires_shared
 SEED = 20261122
 IMPORT = ImportParams("jhmdb")
 SHORT_CLIPS = ("B2_shaking_head__0035_02_0007", "B3_turning_head__0010_02_0101")  # 45 and 47 frames
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli", *args]
-
-
-def traced_run(cmd: list[str], trace: Path, kill_at: int = 0) -> tuple[int, list[str], str]:
-    """Run `cmd` with its kill points traced to `trace` (and a kill at the `kill_at`-th, if > 0): (exit code, the
-    kill points it passed, stderr)."""
-    trace.unlink(missing_ok=True)
-    env = {**os.environ, "DUALNET_KILL_TRACE": str(trace), "DUALNET_KILL_AT": str(kill_at)}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          timeout=600)
-    points = trace.read_text().splitlines() if trace.exists() else []
-    return proc.returncode, points, proc.stderr
 
 
 def unit_spans(reference: list[str], unit_mark: str, units_done: int) -> list[tuple[int, int]]:

@@ -241,3 +241,44 @@ def test_an_item_is_never_replaced_by_a_different_video(ma52_store, tmp_path):
     both = KeypointSet(store)
     np.testing.assert_array_equal(both.load("clip é 1").keypoints, reference.load(nodding).keypoints)
     np.testing.assert_array_equal(both.load("clip ü 1").keypoints, reference.load(shaking).keypoints)
+
+
+def test_two_shards_extracting_while_one_compacts_equal_one_process(ma52_store, tmp_path, monkeypatch):
+    """Issue 18: shards 0/2 and 1/2 of one run extract into one store side by side. Deterministic interleaving, no
+    timing: shard 1 extracts its two clips and, at the kill point right after committing their pack (their loose
+    copies not yet removed), shard 0 runs start to end: extracts its clip and compacts. The store then equals the
+    one-process extraction: every clip once, equal values, `status` complete, `dualnet verify` clean."""
+    from collections import Counter
+
+    from pipelines.formats import keypoint_packs
+    from pipelines.formats.keypoint_packs import KeypointIndex
+    from pipelines.store import Shard
+
+    names = ["A2_turning_around__0078_01_0005", "B2_shaking_head__0035_02_0007", "B3_turning_head__0010_02_0101"]
+    assert [Shard(0, 2).owns(n) for n in names] == [True, False, False]  # shard 0: A2 (60 frames); 1: B2, B3
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in names:
+        (videos / f"{name}.mp4").symlink_to(MA52_VIDEOS / f"{name}.mp4")
+    store = Store(tmp_path / "store")
+    other = []
+
+    def pause(point: str) -> None:
+        if point == "pack.committed" and not other:
+            other.append("running")
+            other.append(run_extract([str(videos)], store, shard=Shard(0, 2)))
+
+    monkeypatch.setattr(keypoint_packs, "kill_point", pause)
+    first = run_extract([str(videos)], store, shard=Shard(1, 2))
+    monkeypatch.undo()
+    assert len(other) == 2, "shard 1 never reached its pack commit"
+    assert other[1].processed == names[:1] and sorted(first.processed) == names[1:]
+    kps = KeypointSet(store)
+    index = KeypointIndex(kps.output)
+    held = Counter(n for pack in index.packs.values() for n in pack)
+    assert not index.loose and held == Counter(names), (index.loose, index.packs)  # each clip in exactly one pack
+    assert_same_keypoints(kps, KeypointSet(ma52_store), names)
+    (summary,) = store.status()
+    assert (summary.done, summary.failed, summary.total) == (3, 0, 3)
+    verify = run_cli("verify", "--store", str(store.root))
+    assert verify.returncode == 0 and "in 1 output(s), 0 damaged" in verify.stdout, verify.stdout + verify.stderr

@@ -230,3 +230,50 @@ def test_pack_writer_supersedes_loose_and_older_packed_copies(tmp_path):
     for name, kp in {**first, **second}.items():
         np.testing.assert_array_equal(kps.load(name).keypoints, kp)
     assert kps.attributes("a")["source_fingerprint"] == "fp2" and kps.attributes("c")["source_fingerprint"] == "fp1"
+
+
+@pytest.mark.parametrize("paused", [0, 1])
+def test_two_shards_compacting_side_by_side_lose_nothing_wherever_one_pauses(tmp_path, monkeypatch, paused):
+    """Issue 18: the two shards of one run commit and compact items in one output at once. Deterministic
+    interleaving, no timing: one shard's compaction pauses at each of its kill points in turn (pack written, pack
+    committed, each loose copy moved away) while the other shard commits its items and compacts them; then the
+    first goes on. Every item is then in exactly one pack, with its data. (A shard once took the other's pack,
+    committed but with its loose copies not yet removed, for wholly superseded and removed it; those items were
+    lost when their loose copies went.)"""
+    import pipelines.store
+
+    names = [f"s{i}" for i in range(6)]
+    first, second = Shard(paused, 2), Shard(1 - paused, 2)
+    assert 0 < sum(map(first.owns, names)) < len(names)
+    hooked_modules = (keypoint_packs, pipelines.store)
+
+    def interleaved(root, pause_at: int) -> tuple[list[str], dict, KeypointIndex]:
+        store, output, _ = _output(root)
+        tmps = {shard: output.prepare({}, shard) for shard in (first, second)}  # stage.json is already written
+        data = {n: _put(output, tmps[first], n, 20 + i, seed=i) for i, n in enumerate(names) if first.owns(n)}
+        points: list[str] = []
+
+        def point(name: str) -> None:
+            points.append(name)
+            if len(points) == pause_at:  # the other shard extracts and compacts its items, start to end
+                for i, n in enumerate(names):
+                    if second.owns(n):
+                        data[n] = _put(output, tmps[second], n, 20 + i, seed=i)
+                compact(output, tmps[second], owns=second.owns)
+
+        for module in hooked_modules:
+            monkeypatch.setattr(module, "kill_point", point)
+        compact(output, tmps[first], owns=first.owns)
+        monkeypatch.undo()
+        return points, data, KeypointIndex(output)
+
+    alone, _, _ = interleaved(tmp_path / "trace", pause_at=0)  # the paused shard's kill points, when not paused
+    assert alone == ["pack.written", "pack.committed"] + ["remove.moved"] * sum(map(first.owns, names))
+    for pause_at in range(1, len(alone) + 1):
+        root = tmp_path / f"paused-at-{pause_at}"
+        _, data, index = interleaved(root, pause_at)
+        held = [n for pack in index.packs.values() for n in pack]
+        assert sorted(held) == names and not index.loose, (alone[pause_at - 1], index.packs, index.loose)
+        kps = KeypointSet(Store(root), key="packtest")
+        for name, kp in data.items():
+            np.testing.assert_array_equal(kps.load(name).keypoints, kp, err_msg=f"{name} ({alone[pause_at - 1]})")

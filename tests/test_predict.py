@@ -11,12 +11,15 @@ import pandas as pd
 import pytest
 
 import dualnet
-from conftest import ma52_clips, requires_shared, run_cli
+from conftest import MA52_VIDEOS, ma52_clips, requires_shared, run_cli
+from helpers import cli, traced_run
 from pipelines.data.clips import LabelledClips
 from pipelines.errors import InputError
 from pipelines.experiment import run_predict
+from pipelines.formats.checkpoints import Predictor
 from pipelines.formats.params import TrainParams, TubeParams
 from pipelines.formats.tube_packs import TubeSet
+from pipelines.stages.extract import run_extract
 from pipelines.stages.predict import (
     MIN_SUBJECT,
     NO_SUBJECT,
@@ -281,3 +284,55 @@ def test_elan_and_boris_timelines_hold_the_predicted_segments(trained, tmp_path)
     boris = pd.read_csv(prediction.files["boris"], sep="\t")
     assert boris["Behavior"].tolist() == segments["label"].tolist()
     assert Path(boris["Media file"].iloc[0]).name == video.name and (boris["FPS"] == 30.0).all()
+
+
+def test_a_killed_predict_resumes_with_only_the_videos_not_yet_scored(trained, tmp_path):
+    """Issue 18: `dualnet predict` over three videos, SIGKILLed right after the first video's scores are committed
+    (a counted kill point, not a timer), then run again: the first video's scores are read back, not computed again
+    (its item file untouched, two commits in the re-run), the other two are scored, and every output equals an
+    uninterrupted run's."""
+    store, checkpoint, _ = trained
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    names = ["B1_nodding__0019_02_0078", "B2_shaking_head__0035_02_0007", "B3_turning_head__0010_02_0101"]
+    for name in names:  # the three shortest clips (50, 45, 47 frames)
+        (videos / f"{name}.mp4").symlink_to(MA52_VIDEOS / f"{name}.mp4")
+    # The videos' pose is extracted once, into both stores: the runs start alike and pass the same kill points.
+    base = Store(tmp_path / "base")
+    run_extract([str(videos)], base, Predictor.load(checkpoint, store).extract_params, namespace="predict",
+                replace_changed=True)
+    for run in ("whole", "killed"):
+        shutil.copytree(base.root, tmp_path / run)
+
+    def predict(run: str, kill_at: int = 0) -> tuple[int, list[str], str]:
+        return traced_run(cli("predict", str(videos), "--checkpoint", str(checkpoint), "--store", str(tmp_path / run),
+                              "--window", "1.0", "--stride", "0.5", "--out", str(tmp_path / run / "out"),
+                              "--no-plot"), tmp_path / "trace", kill_at)
+
+    code, whole, stderr = predict("whole")
+    assert code == 0, stderr
+    assert whole.count("predict.item_committed") == 3 and not any(p.startswith("extract.") for p in whole)
+    first = whole.index("predict.item_committed") + 1
+    code, points, stderr = predict("killed", kill_at=first)
+    assert code == -9 and points == whole[:first], stderr
+    (key,) = [p.name for p in (tmp_path / "whole" / "predict").iterdir()]
+    items = Store(tmp_path / "killed").stage("predict", key).items_dir
+    assert sorted(p.name for p in items.iterdir()) == names[:1] and not (tmp_path / "killed" / "out").exists()
+    scored = (items / names[0] / "windows.parquet").stat()
+
+    code, resumed, stderr = predict("killed")
+    assert code == 0, stderr
+    assert resumed.count("predict.item_committed") == 2, resumed  # only the two videos not scored before the kill
+    again = (items / names[0] / "windows.parquet").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (scored.st_ino, scored.st_mtime_ns)
+    for name in names:
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(items / name / "windows.parquet"),
+            pd.read_parquet(tmp_path / "whole" / "predict" / key / "items" / name / "windows.parquet"),
+            check_exact=True)
+        for file in ("timeline.csv", "summary.csv"):
+            a, b = (tmp_path / run / "out" / name / file for run in ("killed", "whole"))
+            assert a.read_text() == b.read_text(), (name, file)
+    assert (tmp_path / "killed" / "out" / "summary.csv").read_text() == \
+        (tmp_path / "whole" / "out" / "summary.csv").read_text()
+    assert not Store(tmp_path / "killed").stage("predict", key).failures()

@@ -262,9 +262,9 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
 
     When there is something to pack, the live items of small packs (under half full in items and frames, every
     item owned) are packed with it, so runs that add a few items each keep at most one small pack rather than
-    many. Packs whose every item is superseded are removed. With nothing to pack or remove nothing is written, so
-    a re-run that does no work writes nothing. Raises StoreError when the store cannot be written; the store stays
-    valid (what was not yet packed stays loose).
+    many. Packs whose every item is superseded are removed, if `owns` accepts every item they hold. With nothing
+    to pack or remove nothing is written, so a re-run that does no work writes nothing. Raises StoreError when the
+    store cannot be written; the store stays valid (what was not yet packed stays loose).
     """
     index = KeypointIndex(output)
     wanted = index.loose if candidates is None else {safe_name(n) for n in candidates} & index.loose
@@ -275,7 +275,10 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
             continue  # damaged: it stays loose (and not done), so the next run of its stage redoes it
         if attrs is not None and 0 < int(attrs.get("num_frames", 0)) < min(long_frames, pack_frames):
             sources.append((name, None, attrs))
-    retired = [pack for pack in index.packs if not index.live(pack)]  # every item superseded: removed at the end
+    # Every item superseded: removed at the end, if this writer owns all of it. Another shard's pack is never
+    # touched: between committing a pack and removing the loose copies it packed, that shard's pack has no live item
+    # (its loose copies still count), and retiring it then would lose those items once their loose copies go.
+    retired = [pack for pack, held in index.packs.items() if not index.live(pack) and all(owns(n) for n in held)]
     if sources:  # small packs join what is packed anyway, so that they do not pile up
         for pack, held in index.packs.items():
             live = index.live(pack)

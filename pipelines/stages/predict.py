@@ -38,6 +38,7 @@ from pipelines.formats.checkpoints import Predictor
 from pipelines.formats.keypoints import KeypointSet
 from pipelines.io.sources import resolve_sources
 from pipelines.io.video import iter_frames
+from pipelines.kill_points import kill_point
 from pipelines.progress import Progress
 from pipelines.report.annotations import NO_SUBJECT, write_boris, write_eaf
 from pipelines.store import StageSpec, Store, safe_name, write_file_atomic, write_json_atomic
@@ -453,6 +454,7 @@ def _predict_one(source, predictor: Predictor, keypoints: KeypointSet, params: P
             output.commit(work, source.name)
         except OSError as e:
             raise StoreError(f"{output.path}: cannot write item {source.name!r} ({e.strerror or e})") from e
+        kill_point("predict.item_committed")
     timeline = merge_segments(windows, predictor.classes, params.min_score, params.top_k)
     timeline.insert(0, "video", source.name)
     summary = summarize(timeline, duration, source.name)
