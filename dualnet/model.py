@@ -7,8 +7,10 @@ entity, with a mutual-consistency loss between the paths.
     >>> loss, parts = model.loss(out, labels)
 
 Inputs (B clips, T frames, K entities, S entity size, G global size, V keypoints):
-    tubes (B, T, K, 3, S, S) and frames (B, T, 3, G, G), uint8 or ImageNet-normalised float (rgb modalities);
-    keypoints (B, T, V, 3) x, y, score with NaN where absent, and boxes (B, T, K, 4) (pose modalities).
+    frames (B, T, 3, G, G), uint8 or ImageNet-normalised float (rgb modalities), with tubes (B, T, K, 3, S, S)
+    (``sem="crops"``) or frame_boxes (B, T, K, 4), the entity boxes in the global frames' pixels
+    (``sem="roialign"``); keypoints (B, T, V, 3) x, y, score with NaN where absent, and boxes (B, T, K, 4) in
+    source pixels (pose modalities).
 """
 
 from __future__ import annotations
@@ -124,11 +126,19 @@ class MicroDualNet(nn.Module):
 
     # -- features ------------------------------------------------------------------------------------------------
     def entity_features(self, tubes: torch.Tensor | None = None, keypoints: torch.Tensor | None = None,
-                        boxes: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
+                        boxes: torch.Tensor | None = None, visible: torch.Tensor | None = None,
+                        frame_maps: torch.Tensor | None = None, frame_boxes: torch.Tensor | None = None,
+                        frame_size: int = 0) -> torch.Tensor:
         """Entity features X (B, T, K, D): visual, pose, or both fused, with position embeddings; with
-        `visible` (B, T, K) and `mask_invisible`, entities not seen in a frame are the learned missing token."""
+        `visible` (B, T, K) and `mask_invisible`, entities not seen in a frame are the learned missing token.
+        ROIAlign (``sem="roialign"``) pools from `frame_maps` (B*T, C, h, w), the backbone's maps of global frames
+        of side `frame_size`, at `frame_boxes` (B, T, K, 4)."""
         parts = []
-        if self.config.uses_rgb:
+        if self.config.uses_rgb and self.config.sem == "roialign":
+            if frame_maps is None or frame_boxes is None:
+                raise ValueError("sem 'roialign' needs the global frames (B, T, 3, G, G) and frame_boxes (B, T, K, 4)")
+            parts.append(self.visual.from_frame_maps(frame_maps, frame_boxes, frame_size, self.config.roi_size))
+        elif self.config.uses_rgb:
             if tubes is None:
                 raise ValueError(f"modality {self.config.modality!r} needs tubes (B, T, K, 3, S, S)")
             parts.append(self.visual(tubes, self.backbone))
@@ -147,26 +157,37 @@ class MicroDualNet(nn.Module):
             x = x + self.entity_embedding + self.time_embedding[:, :t]
         return x
 
-    def global_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """f_CNN (B, C): the backbone on the global frames, pooled over space and time."""
-        b, t = frames.shape[:2]
-        maps = self.backbone.forward_features(rearrange(normalize_images(frames), "b t c h w -> (b t) c h w"), t)
-        return rearrange(maps.mean(dim=(2, 3)), "(b t) c -> b t c", b=b).mean(dim=1)
+    def frame_maps(self, frames: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature maps (B*T, C, h, w) of the global frames (B, T, 3, G, G)."""
+        return self.backbone.forward_features(rearrange(normalize_images(frames), "b t c h w -> (b t) c h w"),
+                                              frames.shape[1])
+
+    def global_features(self, frames: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
+        """f_CNN (B, C): the backbone on the global frames (or their `maps`), pooled over space and time."""
+        maps = self.frame_maps(frames) if maps is None else maps
+        return rearrange(maps.mean(dim=(2, 3)), "(b t) c -> b t c", b=frames.shape[0]).mean(dim=1)
 
     # -- forward -------------------------------------------------------------------------------------------------
     def forward(self, tubes: torch.Tensor | None = None, frames: torch.Tensor | None = None,
                 keypoints: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
                 path: str | None = None, labels: torch.Tensor | None = None,
-                visible: torch.Tensor | None = None) -> DualNetOutput:
+                visible: torch.Tensor | None = None, frame_boxes: torch.Tensor | None = None) -> DualNetOutput:
         """Classify a batch of clips. `path` runs another path than the config's, among those the model built (a
         dual model runs st, ts and average too). With `labels` (B,) (training), MAC does not take clips of the same
         class as negatives of each other. `visible` (B, T, K) bool: which entities' own keypoints were seen in
-        each frame (see `ModelConfig.mask_invisible`)."""
+        each frame (see `ModelConfig.mask_invisible`). `frame_boxes` (B, T, K, 4): the entity boxes in the global
+        frames' pixels (``sem="roialign"``)."""
         path = path or self.config.path
         if (path != "ts" and self.st_path is None) or (path != "st" and self.ts_path is None) or \
                 (path == "dual" and self.router is None):
             raise ValueError(f"path {path!r} needs modules a model built for path {self.config.path!r} does not have")
-        x = self.entity_features(tubes, keypoints, boxes, visible)  # (B, T, K, D)
+        maps = None
+        if self.backbone is not None:
+            if frames is None:
+                raise ValueError("rgb modalities need the global frames (B, T, 3, G, G)")
+            maps = self.frame_maps(frames)  # (B*T, C, h, w): f_CNN, and the entities' with ROIAlign
+        x = self.entity_features(tubes, keypoints, boxes, visible, maps, frame_boxes,
+                                 frames.shape[-1] if frames is not None else 0)  # (B, T, K, D)
         b, k = x.shape[0], x.shape[2]
         x_st = self.st_path(x) if path != "ts" else None
         x_ts = self.ts_path(x) if path != "st" else None
@@ -189,10 +210,8 @@ class MicroDualNet(nn.Module):
             mac = mac_loss(self.projector(pooled_st), self.projector(pooled_ts), self.config.mac_temperature, labels,
                            present)
         f_entity = fused.mean(dim=1).flatten(1)  # (B, K*D): entities keep their identity in the head
-        if self.backbone is not None:
-            if frames is None:
-                raise ValueError("rgb modalities need the global frames (B, T, 3, G, G)")
-            f_entity = torch.cat([self.global_features(frames), f_entity], dim=1)
+        if maps is not None:
+            f_entity = torch.cat([self.global_features(frames, maps), f_entity], dim=1)
         h = self.dropout(f_entity)
         return DualNetOutput(
             logits=self.head(h),
