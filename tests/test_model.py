@@ -23,13 +23,17 @@ def batch(config: dualnet.ModelConfig, b: int = 3, seed: int = 0, preset: str = 
     keypoints[:, :, 100:200] = float("nan")  # missing points must not poison anything
     centre = torch.rand(b, t, k, 2, generator=g) * 800 + 100
     side = torch.rand(b, t, k, 1, generator=g) * 200 + 50
-    return {
+    out = {
         "tubes": torch.randint(0, 256, (b, t, k, 3, s, s), dtype=torch.uint8, generator=g),
         "frames": torch.randint(0, 256, (b, t, 3, gs, gs), dtype=torch.uint8, generator=g),
         "keypoints": keypoints,
         "boxes": torch.cat([centre - side / 2, centre + side / 2], dim=-1),
         "visible": torch.rand(b, t, k, generator=g) > 0.2,  # some entities unseen in some frames
     }
+    frame_centre = (torch.rand(b, t, k, 2, generator=g) * 0.8 + 0.1) * gs  # the boxes ROIAlign pools, in frames
+    frame_side = (torch.rand(b, t, k, 1, generator=g) * 0.2 + 0.05) * gs
+    out["frame_boxes"] = torch.cat([frame_centre - frame_side / 2, frame_centre + frame_side / 2], dim=-1)
+    return out
 
 
 @pytest.mark.parametrize("name", list(dualnet.PRESETS))
@@ -55,6 +59,33 @@ def test_preset_forward_backward_every_parameter_learns(name):
     expected = {"backbone.fc.weight", "backbone.fc.bias"} | norms if model.backbone is not None else set()
     assert set(frozen) == expected
     assert model.partial_bn == (name in ("paper", "r50", "small"))
+    assert config.sem == ("roialign" if name in ("paper", "r50", "small") else "crops")  # the paper's SEM
+
+
+def test_roialign_entities_follow_their_boxes_and_need_them():
+    """With ROIAlign each entity's visual feature is pooled at its own box: permuting the boxes permutes the
+    features, and moving one box changes only that entity's."""
+    torch.manual_seed(0)
+    config = dualnet.preset("tiny", modality="rgb", sem="roialign", position_embeddings=False)
+    model = MicroDualNet(config).eval()
+    inputs = batch(config, b=2)
+    maps = model.frame_maps(inputs["frames"])
+    size = inputs["frames"].shape[-1]
+
+    def features(boxes):
+        return model.entity_features(frame_maps=maps, frame_boxes=boxes, frame_size=size)  # (B, T, K, D)
+
+    base = features(inputs["frame_boxes"])
+    perm = torch.tensor([3, 0, 5, 1, 2, 4])
+    torch.testing.assert_close(features(inputs["frame_boxes"][:, :, perm]), base[:, :, perm])
+    moved = inputs["frame_boxes"].clone()
+    moved[:, :, 2] = torch.tensor([0.0, 0.0, 20.0, 20.0])
+    changed = (features(moved) - base).abs().amax(dim=(0, 1, 3))  # (K,)
+    assert changed[2] > 1e-3 and changed[[0, 1, 3, 4, 5]].max() == 0
+    with pytest.raises(ValueError, match="needs the global frames"):
+        model(frames=inputs["frames"])
+    with pytest.raises(ValueError, match="sem 'roi' is not one of"):
+        dualnet.preset("tiny", sem="roi")
 
 
 def test_routing_weights_sum_to_one_and_sharpen_with_tau():
@@ -108,8 +139,11 @@ def test_mac_loss_limits():
 
 def test_missing_inputs_are_clear_errors():
     model = MicroDualNet(dualnet.preset("tiny"))
+    pose = {"keypoints": torch.zeros(1, 4, 543, 3), "boxes": torch.zeros(1, 4, 6, 4)}
+    with pytest.raises(ValueError, match="need the global frames"):
+        model(**pose)
     with pytest.raises(ValueError, match="needs tubes"):
-        model(keypoints=torch.zeros(1, 4, 543, 3), boxes=torch.zeros(1, 4, 6, 4))
+        model(frames=torch.zeros(1, 4, 3, 64, 64, dtype=torch.uint8), **pose)
     with pytest.raises(ValueError, match="unknown config field"):
         dualnet.preset("tiny", num_class=3)
     with pytest.raises(ValueError, match="path 'both' is not one of"):
@@ -120,6 +154,7 @@ ABLATION_ROWS = {  # the paper's ablation table, one config each (tiny sizes)
     "ST only": {"path": "st"}, "TS only": {"path": "ts"}, "average fusion": {"path": "average"},
     "dual, routed": {}, "dual without MAC": {"mac": False}, "RGB only": {"modality": "rgb"},
     "pose only": {"modality": "pose"}, "RGB + pose": {"modality": "rgb+pose"},
+    "SEM by ROIAlign": {"sem": "roialign"}, "RGB only, ROIAlign": {"modality": "rgb", "sem": "roialign"},
 }
 
 
