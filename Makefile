@@ -48,7 +48,7 @@ bench-pose: $(STAMP)  # JHMDB 3 splits, SHREC'17 14/28: the pose stream and a pl
 	$(PY) bench/bench_pose.py --out bench/results/pose.json $(POSE_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check dualnet pipelines cli tests bench
+	$(VENV)/bin/ruff check dualnet pipelines cli tests bench tools
 	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 bench-scale: $(STAMP)

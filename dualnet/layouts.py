@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dualnet.face_mirror import IBUG68_MIRROR, MEDIAPIPE_FACE_MIRROR, OPENPOSE_FACE70_MIRROR
+
 # MediaPipe Pose's 33 body landmarks, in the order the model emits them (lower-cased from `PoseLandmark`).
 _MP_BODY = (
     "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
@@ -59,7 +61,8 @@ class Layout:
             every layout (COCO-17 body names, MediaPipe hand names), which is what makes conversion by name work.
         edges: Skeleton edges as index pairs, for drawing.
         body: Indices of the body keypoints (used to find, size and track a person).
-        flip_pairs: Index pairs that swap under a horizontal flip (left <-> right).
+        flip_pairs: Index pairs that swap under a horizontal flip: left <-> right names, and each face point with
+            the point at its mirror image (`dualnet.face_mirror`).
         description: Where the layout comes from, in a sentence.
     """
 
@@ -104,6 +107,17 @@ def _lr_pairs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
+def _face_pairs(names: tuple[str, ...], mirror: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Pairs (i, j), i < j, of face points that are each other's mirror image; the face points are the ``face_###``
+    run of `names`, in the order `mirror` indexes."""
+    if not mirror:
+        return ()
+    offset = names.index("face_000")
+    if names[offset:offset + len(mirror)] != tuple(f"face_{i:03d}" for i in range(len(mirror))):
+        raise ValueError(f"a face mirror of {len(mirror)} points needs face_000..face_{len(mirror) - 1:03d} in order")
+    return tuple((offset + i, offset + j) for i, j in enumerate(mirror) if i < j)
+
+
 def _edges_by_name(names: tuple[str, ...], pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[int, int], ...]:
     position = {n: i for i, n in enumerate(names)}
     return tuple((position[a], position[b]) for a, b in pairs if a in position and b in position)
@@ -119,11 +133,11 @@ def _hand_edges(names: tuple[str, ...], side: str) -> tuple[tuple[int, int], ...
 
 
 def _layout(name: str, names: tuple[str, ...], body_names: tuple[str, ...], edge_names: tuple[tuple[str, str], ...],
-            description: str) -> Layout:
+            description: str, face_mirror: tuple[int, ...] = ()) -> Layout:
     edges = _edges_by_name(names, edge_names) + _hand_edges(names, "left") + _hand_edges(names, "right")
     edges = tuple(dict.fromkeys(tuple(sorted(e)) for e in edges))  # each edge once
     body = tuple(i for i, n in enumerate(names) if n in body_names)
-    return Layout(name, names, edges, body, _lr_pairs(names), description)
+    return Layout(name, names, edges, body, _lr_pairs(names) + _face_pairs(names, face_mirror), description)
 
 
 def _mediapipe_holistic() -> Layout:
@@ -140,7 +154,7 @@ def _mediapipe_holistic() -> Layout:
         keypoint_names=names,
         edges=tuple(edges),
         body=tuple(range(n_body)),
-        flip_pairs=_lr_pairs(names),
+        flip_pairs=_lr_pairs(names) + _face_pairs(names, MEDIAPIPE_FACE_MIRROR),
         description="MediaPipe Holistic 0.10: 33 BlazePose body + 21 left hand + 21 right hand + 468 FaceMesh points",
     )
 
@@ -188,12 +202,13 @@ COCO_17 = _layout("coco_17", COCO17, COCO17, _COCO17_EDGE_NAMES, "COCO keypoints
 COCO_WHOLEBODY = _layout(
     "coco_wholebody", COCO17 + _FEET + _face(68) + _hand("left") + _hand("right"), COCO17 + _FEET,
     _COCO17_EDGE_NAMES + _OPENPOSE_EDGE_NAMES,
-    "COCO-WholeBody 133 (RTMW / DWPose via rtmlib): 17 body + 6 feet + 68 face + 2 x 21 hands")
+    "COCO-WholeBody 133 (RTMW / DWPose via rtmlib): 17 body + 6 feet + 68 face + 2 x 21 hands", IBUG68_MIRROR)
 OPENPOSE_BODY25 = _layout("openpose_body25", _BODY25, _BODY25, _OPENPOSE_EDGE_NAMES, "OpenPose BODY_25")
 OPENPOSE_BODY25_FACE_HANDS = _layout(
     "openpose_body25_face_hands", _BODY25 + _face(70) + _hand("left") + _hand("right"), _BODY25,
     _OPENPOSE_EDGE_NAMES,
-    "OpenPose BODY_25 + face 70 + 2 x 21 hands (the iMiGUE skeletons: pose, face, hand_left, hand_right keypoints)")
+    "OpenPose BODY_25 + face 70 + 2 x 21 hands (the iMiGUE skeletons: pose, face, hand_left, hand_right keypoints)",
+    OPENPOSE_FACE70_MIRROR)
 OPENPOSE_18 = _layout("openpose_18", _OPENPOSE18, _OPENPOSE18, _OPENPOSE_EDGE_NAMES, "OpenPose COCO-18 body")
 MA52_28 = _layout(
     "ma52_28", _OPENPOSE18 + _hand("left", _FINGERTIPS) + _hand("right", _FINGERTIPS), _OPENPOSE18,

@@ -17,7 +17,7 @@ def test_mediapipe_holistic_layout():
     pairs = dict(layout.flip_pairs)
     assert pairs[layout.index("left_wrist")] == layout.index("right_wrist")
     assert pairs[layout.index("left_hand_thumb_tip")] == layout.index("right_hand_thumb_tip")
-    assert len(layout.flip_pairs) == 16 + 21
+    assert len(layout.flip_pairs) == 16 + 21 + (468 - 28) // 2  # body, fingers, face points off the midline (28)
 
 
 def test_unknown_names():
@@ -37,8 +37,14 @@ def test_every_layout_is_consistent(name, count, coco_shared):
     assert len(layout.coco17) == coco_shared
     assert all(0 <= a < count and 0 <= b < count and a != b for a, b in layout.edges)
     assert len(set(layout.edges)) == len(layout.edges)
-    for a, b in layout.flip_pairs:  # left/right pairs swap names exactly
-        assert layout.keypoint_names[a].replace("left", "right") == layout.keypoint_names[b]
+    for a, b in layout.flip_pairs:  # left/right pairs swap names exactly; face points swap with face points
+        names = layout.keypoint_names[a], layout.keypoint_names[b]
+        assert names[0].replace("left", "right") == names[1] or all(n.startswith("face_") for n in names)
+    swapped = {frozenset(p) for p in layout.flip_pairs}
+    for i, n in enumerate(layout.keypoint_names):  # every finger joint and every left joint swaps with its right one
+        if n.startswith("left_") and n.replace("left", "right") in layout.keypoint_names:
+            assert frozenset((i, layout.index(n.replace("left", "right")))) in swapped
+    assert len({i for p in layout.flip_pairs for i in p}) == 2 * len(layout.flip_pairs)  # a permutation of swaps
     assert set(layout.body) <= set(range(count)) and layout.body
 
 
