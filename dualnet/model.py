@@ -208,7 +208,7 @@ class MicroDualNet(nn.Module):
         if self.projector is not None and pooled_st is not None and pooled_ts is not None:
             present = visible.any(dim=1) if visible is not None and self.config.mask_invisible else None  # (B, K)
             mac = mac_loss(self.projector(pooled_st), self.projector(pooled_ts), self.config.mac_temperature, labels,
-                           present)
+                           present, gather=self.training)  # negatives from every rank under DDP
         f_entity = fused.mean(dim=1).flatten(1)  # (B, K*D): entities keep their identity in the head
         if maps is not None:
             f_entity = torch.cat([self.global_features(frames, maps), f_entity], dim=1)

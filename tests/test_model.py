@@ -249,3 +249,25 @@ def test_unseen_entities_enter_as_the_missing_token_and_leave_mac():
     changed = z.clone()
     changed[[1, 3], 1] = torch.randn(2, 8)  # what an absent entity's embedding holds must not matter
     assert float(dualnet.losses.mac_loss(changed, changed.clone(), 0.1, present=present)) == pytest.approx(float(full))
+
+
+def test_mac_under_ddp_gathers_negatives_and_matches_one_process(tmp_path):
+    """Issue 13: under torchrun (2 processes, gloo; the global batch of 5 split 3 + 2) the mean of the ranks' MAC
+    equals one process's MAC over the whole batch, and so do the gradients DDP averages."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "mac.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(repo / "tests" / "ddp_mac_worker.py"), str(out)]
+    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(out.read_text())
+    assert seen["ranks_mean"] == pytest.approx(seen["whole"], abs=1e-12)
+    assert seen["grad_error"] < 1e-12 * max(1.0, seen["grad_scale"]) and seen["grad_scale"] > 1e-3
+    assert abs(seen["rank0_with_gather"] - seen["rank0_without_gather"]) > 1e-3  # the other rank's clips count
