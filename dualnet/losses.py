@@ -58,12 +58,27 @@ def mac_loss(z_st: torch.Tensor, z_ts: torch.Tensor, temperature: float = 0.1,
     return (rows * weight).sum() / seen.clamp_min(1.0 / world)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """Every rank's (B, ...) tensor stacked in rank order (W * B, ...); the backward pass sums each rank's gradient
+    for every row and hands each rank its own rows' sum."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad.chunk(dist.get_world_size())[dist.get_rank()]
+
+
 def _gather_rows(a: torch.Tensor, c: torch.Tensor, labels: torch.Tensor | None,
                  present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, int]:
     """Every rank's rows, in rank order: a and c (B_r, K, E) with gradients, labels (B_r,), present (B_r, K); and
     where this rank's rows start."""
-    from torch.distributed.nn.functional import all_gather as all_gather_with_grad
-
     world, rank = dist.get_world_size(), dist.get_rank()
     sizes = [torch.zeros(1, dtype=torch.long, device=a.device) for _ in range(world)]
     dist.all_gather(sizes, torch.tensor([a.shape[0]], device=a.device))
@@ -76,8 +91,8 @@ def _gather_rows(a: torch.Tensor, c: torch.Tensor, labels: torch.Tensor | None,
     def joined(parts) -> torch.Tensor:
         return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
 
-    keys_st = joined(all_gather_with_grad(padded(a, 0.0)))
-    keys_ts = joined(all_gather_with_grad(padded(c, 0.0)))
+    keys_st = joined(_GatherWithGrad.apply(padded(a, 0.0)).chunk(world))
+    keys_ts = joined(_GatherWithGrad.apply(padded(c, 0.0)).chunk(world))
     flags = [torch.zeros((most, present.shape[1]), dtype=torch.bool, device=a.device) for _ in range(world)]
     dist.all_gather(flags, padded(present, False))
     key_labels = None

@@ -199,9 +199,9 @@ def test_frames_held_do_not_grow_with_the_video(trained, concatenated, tmp_path)
     held = []
     original = predict_module._WindowInputs.images
 
-    def spy(self, frames, window, boxes):
+    def spy(self, frames, window, boxes, square):
         held.append(len(frames))
-        return original(self, frames, window, boxes)
+        return original(self, frames, window, boxes, square)
 
     predict_module._WindowInputs.images = spy
     try:
