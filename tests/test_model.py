@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -251,22 +255,32 @@ def test_unseen_entities_enter_as_the_missing_token_and_leave_mac():
     assert float(dualnet.losses.mac_loss(changed, changed.clone(), 0.1, present=present)) == pytest.approx(float(full))
 
 
+def _torchrun(worker: str, out: Path) -> None:
+    """Run tests/<worker> under torchrun with 2 gloo processes; it writes its findings to `out`."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(repo / "tests" / worker), str(out)]
+    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1",
+                                 "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "tests")])})
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_every_ablation_row_trains_under_torchrun(tmp_path):
+    """Issue 13: each row of the paper's ablation table, two steps under DistributedDataParallel on 2 processes."""
+    out = tmp_path / "rows.json"
+    _torchrun("ddp_rows_worker.py", out)
+    assert json.loads(out.read_text()) == {row: "ok" for row in ABLATION_ROWS}
+
+
 def test_mac_under_ddp_gathers_negatives_and_matches_one_process(tmp_path):
     """Issue 13: under torchrun (2 processes, gloo; the global batch of 5 split 3 + 2) the mean of the ranks' MAC
     equals one process's MAC over the whole batch, and so do the gradients DDP averages."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "mac.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(repo / "tests" / "ddp_mac_worker.py"), str(out)]
-    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)})
-    assert result.returncode == 0, result.stderr[-3000:]
+    _torchrun("ddp_mac_worker.py", out)
     seen = json.loads(out.read_text())
     assert seen["ranks_mean"] == pytest.approx(seen["whole"], abs=1e-12)
     assert seen["grad_error"] < 1e-12 * max(1.0, seen["grad_scale"]) and seen["grad_scale"] > 1e-3
