@@ -144,6 +144,8 @@ def extract(
     det_model: Annotated[str, typer.Option(help="rtmlib: detector ONNX path or URL (default: rtmlib's YOLOX-m).")
                          ] = "",
     pose_model: Annotated[str, typer.Option(help="rtmlib: pose ONNX path or URL (default: rtmlib's RTMW-x).")] = "",
+    device: Annotated[str, typer.Option(help="rtmlib: cpu or cuda (onnxruntime-gpu's CUDA provider). MediaPipe runs "
+                                             "on the CPU.")] = "cpu",
 ) -> None:
     """Pose extraction: keypoints of the main subject in every frame, one zarr group per video."""
     from pipelines.formats.params import ExtractParams
@@ -151,7 +153,7 @@ def extract(
 
     params = ExtractParams(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
                            min_tracking_confidence=min_tracking_confidence, dtype=dtype, max_jump=max_jump,
-                           backend=backend, det_model=det_model, pose_model=pose_model)
+                           backend=backend, det_model=det_model, pose_model=pose_model, device=device)
     part = Shard.parse(shard)
     with progress_bar() as bar:
         report = run_extract(inputs, Store(store), params, workers, part, video_root, bar)

@@ -35,8 +35,15 @@ class ExtractParams:
     pose_model: str = ""  # rtmlib: whole-body pose ONNX path or URL ("" = rtmlib's default, RTMW-x 256x192)
     det_input_size: tuple[int, int] = (640, 640)  # rtmlib: detector input (h, w), its default
     pose_input_size: tuple[int, int] = (192, 256)  # rtmlib: pose input (w, h), its default for RTMW 256x192
+    device: str = "cpu"  # rtmlib: onnxruntime's device, cpu or cuda (MediaPipe runs on the CPU); where it runs, not
+    # what it computes: recorded, not keyed
 
     def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device {self.device!r} is not cpu or cuda")
+        if self.device == "cuda" and self.backend != "rtmlib":
+            raise ValueError("--device cuda runs the rtmlib backend on onnxruntime's CUDA provider; MediaPipe's "
+                             "Python solutions run on the CPU only (use --backend rtmlib or --device cpu)")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.dtype not in DTYPES:
@@ -67,9 +74,10 @@ def backend_params(params: dict) -> dict:
 
 def extract_spec(params: ExtractParams, namespace: str = "") -> StageSpec:
     """The `extract` output made with `params` (in `namespace`, see `run_extract`)."""
-    return StageSpec(EXTRACT_STAGE, EXTRACT_VERSION, asdict(params),
-                     extra={"namespace": namespace} if namespace else {}, recorded={"layout": params.layout},
-                     output_format="keypoint-items")
+    content = {k: v for k, v in asdict(params).items() if k != "device"}
+    return StageSpec(EXTRACT_STAGE, EXTRACT_VERSION, content,
+                     extra={"namespace": namespace} if namespace else {},
+                     recorded={"layout": params.layout, "device": params.device}, output_format="keypoint-items")
 
 
 def extract_key(params: ExtractParams, namespace: str = "") -> str:
