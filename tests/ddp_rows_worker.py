@@ -9,10 +9,10 @@ import sys
 
 import torch
 import torch.distributed as dist
+from test_model import ABLATION_ROWS, batch
 from torch.nn.parallel import DistributedDataParallel
 
 import dualnet
-from test_model import ABLATION_ROWS, batch
 
 
 def one_row(overrides: dict, rank: int) -> str:
