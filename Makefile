@@ -4,6 +4,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# torchvision's wheel, downloaded (never installed) into $(VENV)/reference/: tests/test_backbone.py checks our ResNets
+# against the plain-Python models/resnet.py inside it. 0.28.0 is the release that requires torch 2.13.0.
+TORCHVISION_REFERENCE ?= 0.28.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STORE ?= cache
@@ -24,6 +27,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[pose,dev]"
 	$(PY) -m pip install --quiet --no-deps "rtmlib>=0.0.13"
+	rm -rf $(VENV)/reference
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: -d $(VENV)/reference \
+		"torchvision==$(TORCHVISION_REFERENCE)"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -2,50 +2,65 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from reference_torchvision import MAKE_VARIABLE, REFERENCE_DIR, load_resnet_module, torchvision_wheel
 
 from dualnet.backbone import TSMResNet, temporal_shift
 
 
-def torchvision_resnet50_state_dict() -> dict[str, torch.Tensor]:
-    """Key names and shapes of torchvision's resnet50, written out from its published structure."""
-    sd = {"conv1.weight": torch.randn(64, 3, 7, 7)}
-
-    def bn(prefix: str, c: int) -> None:
-        sd.update({f"{prefix}.weight": torch.rand(c) + 0.5, f"{prefix}.bias": torch.randn(c) * 0.1,
-                   f"{prefix}.running_mean": torch.randn(c) * 0.1, f"{prefix}.running_var": torch.rand(c) + 0.5,
-                   f"{prefix}.num_batches_tracked": torch.tensor(100)})
-
-    bn("bn1", 64)
-    inplanes = 64
-    for layer, (planes, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), 1):
-        for j in range(blocks):
-            p = f"layer{layer}.{j}"
-            sd[f"{p}.conv1.weight"] = torch.randn(planes, inplanes, 1, 1)
-            bn(f"{p}.bn1", planes)
-            sd[f"{p}.conv2.weight"] = torch.randn(planes, planes, 3, 3)
-            bn(f"{p}.bn2", planes)
-            sd[f"{p}.conv3.weight"] = torch.randn(planes * 4, planes, 1, 1)
-            bn(f"{p}.bn3", planes * 4)
-            if j == 0:
-                sd[f"{p}.downsample.0.weight"] = torch.randn(planes * 4, inplanes, 1, 1)
-                bn(f"{p}.downsample.1", planes * 4)
-            inplanes = planes * 4
-    sd["fc.weight"], sd["fc.bias"] = torch.randn(1000, 2048), torch.randn(1000)
-    return sd
+@pytest.fixture(scope="module")
+def torchvision_resnets():
+    """torchvision's models/resnet.py, from the wheel `make setup` keeps in $(VENV)/reference (never installed)."""
+    wheel = torchvision_wheel()
+    if wheel is None:
+        pytest.skip(f"no torchvision wheel in {REFERENCE_DIR}: `make setup` downloads the one the Makefile's "
+                    f"{MAKE_VARIABLE} names")
+    return load_resnet_module(wheel)
 
 
-def test_torchvision_resnet50_weights_load_exactly(tmp_path):
-    sd = torchvision_resnet50_state_dict()
-    model = TSMResNet("resnet50")
-    assert set(model.state_dict()) == set(sd)
-    result = model.load_state_dict(sd, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
-    torch.testing.assert_close(model.layer3[5].conv2.weight, sd["layer3.5.conv2.weight"])
-    torch.save(sd, tmp_path / "resnet50.pth")
-    fresh = TSMResNet("resnet50")
-    fresh.load_pretrained(str(tmp_path / "resnet50.pth"))
-    torch.testing.assert_close(fresh.conv1.weight, sd["conv1.weight"])
+def randomized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """`model` with every norm's weight, bias, running mean and variance drawn at random: at their init values
+    (1, 0, 0, 1) an eval-mode norm is the identity, and a norm applied in the wrong place would go unseen."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                for t, low, high in ((m.weight, 0.5, 1.5), (m.running_var, 0.5, 1.5), (m.bias, -0.2, 0.2),
+                                     (m.running_mean, -0.2, 0.2)):
+                    t.copy_(low + (high - low) * torch.rand(t.shape, generator=g))
+    return model
+
+
+@pytest.fixture(scope="module", params=("resnet18", "resnet50", "resnet101"))
+def resnet_pair(request, torchvision_resnets):
+    """(torchvision's model: its random init, norms randomized, eval mode; ours: as built)."""
+    torch.manual_seed(0)
+    return randomized(getattr(torchvision_resnets, request.param)(), seed=1).eval(), TSMResNet(request.param)
+
+
+def test_state_dict_keys_and_shapes_are_torchvisions(resnet_pair):
+    theirs, ours = resnet_pair
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+
+
+def test_features_equal_torchvisions_with_its_weights(resnet_pair):
+    """At T = 1 (no shift) our layer4 maps and logits equal torchvision's, with the same weights."""
+    theirs, ours = resnet_pair
+    ours.load_state_dict(theirs.state_dict(), strict=True)  # load_pretrained's file checks: tested below, on tiny
+    ours.eval()
+    seen = {}
+    hook = theirs.layer4.register_forward_hook(lambda module, args, out: seen.update(layer4=out))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = theirs(x)
+        maps = ours.forward_features(x, num_frames=1)  # (B*T, C, h, w) with T = 1
+        our_logits = ours.fc(torch.flatten(ours.avgpool(maps), 1))
+    hook.remove()
+    assert maps.shape == seen["layer4"].shape == (2, ours.feature_dim, 2, 2)
+    torch.testing.assert_close(maps, seen["layer4"], rtol=1e-5, atol=1e-5 * seen["layer4"].abs().max().item())
+    torch.testing.assert_close(our_logits, logits, rtol=1e-5, atol=1e-5 * logits.abs().max().item())
 
 
 def test_temporal_shift_moves_one_eighth_each_way():
@@ -68,8 +83,6 @@ def test_imagenet_weights_by_url_are_downloaded_once_and_hash_checked_at_every_u
     """Issue 13: weights named as torch.hub names them (``<arch>-<sha256 prefix>.pth``) are checked against that
     prefix at every load; a URL is fetched once into the store's models folder."""
     import hashlib
-
-    import pytest
 
     from pipelines.errors import InputError
     from pipelines.io.downloads import resolve_pretrained

@@ -244,6 +244,23 @@ def test_import_survives_kills(tmp_path):
     assert any(seen), f"no kill left an imported clip to check: {run.killed_at}"
 
 
+def assert_same_state(a, b, where: str) -> None:
+    """Equal nested checkpoint contents: tensors bit for bit (dtype included), everything else by ==."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=where)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), (where, sorted(a), sorted(b) if isinstance(b, dict) else b)
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}/{i}")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
 def test_training_survives_kills_and_resumes(ma52_tubes, tmp_path):
     csv = tmp_path / "clips.csv"
     csv.write_text("path,label,split\n" + "".join(f"{v},{v.name[:2]},train\n{v},{v.name[:2]},val\n"
@@ -294,12 +311,9 @@ def test_training_survives_kills_and_resumes(ma52_tubes, tmp_path):
             assert a.keys() == b.keys() and {"train_loss", "lr", "val_top1", "val_f1_macro"} <= a.keys()
             for key in a.keys() - {"clips_per_s"}:
                 assert a[key] == b[key], key
-        for checkpoint in ("last.pt", "best.pt"):
-            state_a = torch.load(run_a / checkpoint, weights_only=False)
-            state_b = torch.load(run_b / checkpoint, weights_only=False)
-            assert state_a["epoch"] == state_b["epoch"]
-            for key in state_a["model"]:
-                torch.testing.assert_close(state_a["model"][key], state_b["model"][key], rtol=0, atol=0)
+        for checkpoint in ("last.pt", "best.pt"):  # every entry: weights, optimizer, scheduler, RNG, epoch, ...
+            assert_same_state(torch.load(run_a / checkpoint, weights_only=False),
+                              torch.load(run_b / checkpoint, weights_only=False), checkpoint)
 
     run = KillRun("train", cmd(killed), whole, "train.epoch_saved", whole_epochs, check, reset, after_round,
                   tmp_path / "trace")

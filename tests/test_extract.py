@@ -15,6 +15,7 @@ from pipelines.errors import StoreLockedError
 from pipelines.formats.keypoints import KeypointSet
 from pipelines.formats.params import ExtractParams
 from pipelines.formats.params import extract_key as stage_key
+from pipelines.io.video import iter_frames
 from pipelines.pose.subject import body_box
 from pipelines.stages.extract import run_extract
 from pipelines.store import Store, safe_name
@@ -132,16 +133,77 @@ def test_two_workers_give_the_same_keypoints(ma52_store, tmp_path):
     assert_same_keypoints(KeypointSet(tmp_path / "store"), KeypointSet(ma52_store))
 
 
-def test_main_subject_stays_the_same_person_among_two(tmp_path):
-    video = OTHER_VIDEOS / "pyskl__ntu_sample.avi"
-    report = run_extract([str(video)], tmp_path / "store")
-    assert report.processed == [video.stem]
-    clip = KeypointSet(tmp_path / "store").load(video.stem)
+NTU_SAMPLE = OTHER_VIDEOS / "pyskl__ntu_sample.avi"  # 72 frames, 1920 x 1080, two men
+TORSO = [11, 12, 23, 24]  # MediaPipe's shoulders and hips
+# Hand-checked (issue 18): frames 0, 10, ..., 70 and 71 were decoded with PyAV, drawn with a grid every 25 px and the
+# extracted torso keypoints, saved as PNG and looked at. Two men: on the left one in a grey striped T-shirt and beige
+# trousers, on the right one in a dark jacket and dark trousers; from frame ~30 the left man reaches over and hugs
+# the right one. In every one of those frames the extracted torso is the right man's. Per frame, the x range (px)
+# that the right man's trunk covers at hip height (y = 600), read off the grid to about 10 px; the left man's trunk
+# ends left of it in every one of them.
+RIGHT_MAN_TRUNK = {0: (920, 1075), 10: (925, 1080), 20: (950, 1095), 30: (940, 1070), 40: (930, 1045),
+                   50: (925, 1040), 60: (930, 1040), 70: (930, 1045), 71: (930, 1045)}
+LEFT_MAN_ONLY = 900  # frames cut to x < 900 px show the left man's whole trunk and none of the right man's
+
+
+def torso_x(keypoints: np.ndarray) -> np.ndarray:
+    """Torso centre x of (..., V, 3) keypoints."""
+    return keypoints[..., TORSO, 0].mean(axis=-1)
+
+
+@pytest.fixture(scope="module")
+def ntu_sample(tmp_path_factory):
+    """`extract` (default parameters) of the two-person NTU sample."""
+    store = tmp_path_factory.mktemp("ntu") / "store"
+    report = run_extract([str(NTU_SAMPLE)], store)
+    assert report.processed == [NTU_SAMPLE.stem]
+    return KeypointSet(store).load(NTU_SAMPLE.stem)
+
+
+def test_main_subject_is_the_same_hand_checked_man_throughout(ntu_sample):
+    clip = ntu_sample
     assert clip.detected.mean() > 0.9
+    x = torso_x(clip.keypoints)
+    for t, (lo, hi) in RIGHT_MAN_TRUNK.items():
+        assert clip.detected[t] and lo <= x[t] <= hi, f"frame {t}: torso x {x[t]:.0f} is not the right man's"
+    # between the checked frames: no frame-to-frame jump of the tracked body (the tracker's own rule)
     boxes = np.array([body_box(k, range(33)) for k, d in zip(clip.keypoints, clip.detected, strict=True) if d])
     jumps = np.hypot(*np.diff(boxes[:, :2], axis=0).T) / boxes[:-1, 2]
     assert jumps.max() < 0.5, "the tracked subject switched between people"
     assert np.allclose(np.diff(clip.timestamps), 1 / 30)  # AVI pts are out of order; times are rebuilt
+
+
+def test_tracker_keeps_one_man_when_both_are_candidates(ntu_sample):
+    """MediaPipe finds one person a frame; the tracker is for pose models that find several (rtmlib). Here each
+    frame offers it both real men in a random order: the right man as `extract` found him, the left man as MediaPipe
+    finds him in the frame cut to x < LEFT_MAN_ONLY. Every second frame, to halve the pose model's time."""
+    from pipelines.pose.subject import track_main_subject
+    from pipelines.stages.extract import make_estimator
+
+    params = ExtractParams()
+    estimator = make_estimator(params)
+    estimator.reset()
+    steps = range(0, 72, 2)
+    right = ntu_sample.keypoints[list(steps)].astype(np.float64)
+    left = []
+    for t, (_, rgb) in enumerate(iter_frames(NTU_SAMPLE)):
+        if t % 2 == 0:
+            people = estimator(np.ascontiguousarray(rgb[:, :LEFT_MAN_ONLY]))
+            assert len(people) == 1, f"frame {t}: the left man not found"
+            left.append(people[0])
+    estimator.close()
+    left = np.array(left)
+    for t, (lo, _) in RIGHT_MAN_TRUNK.items():
+        if t % 2 == 0:
+            assert torso_x(left[t // 2]) < lo, f"frame {t}: the cut frame's person is not the left man"
+    rng = np.random.default_rng(0)
+    candidates = [[(left[i], right[i])[j] for j in rng.permutation(2)] for i in range(len(steps))]
+    layout = estimator.layout
+    kept, detected = track_main_subject(candidates, layout.num_keypoints, layout.body, params.max_jump)
+    # anchored at the most prominent detection (body box size x mean score), which is the right man's
+    assert detected.all()
+    elsewhere = [2 * i for i in range(len(steps)) if not np.array_equal(kept[i], right[i], equal_nan=True)]
+    assert not elsewhere, f"the tracker left the right man at frames {elsewhere}"
 
 
 def test_an_item_is_never_replaced_by_a_different_video(ma52_store, tmp_path):
