@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 MODALITIES = ("rgb", "pose", "rgb+pose")
-PATHS = ("st", "ts", "dual", "average")
+PATHS = ("st", "ts", "dual", "average", "none")
 SEMS = ("crops", "roialign")
 BACKBONES = ("resnet18", "resnet50", "resnet101", "tiny")
 
@@ -22,7 +22,10 @@ class ModelConfig:
     num_classes: int = 52  # MA-52 fine classes (iMiGUE: 32)
     num_coarse: int = 0  # > 0 adds a coarse-label head (MA-52's 7 body levels); 0 = none
     modality: str = "rgb+pose"  # rgb | pose | rgb+pose (paper: RGB+pose for the headline numbers)
-    path: str = "dual"  # st | ts | dual (routed) | average (fixed 0.5/0.5 fusion, an ablation)
+    path: str = "dual"  # st | ts | dual (routed) | average (fixed 0.5/0.5 fusion) | none (entity features straight
+    # to the head, time-pooled: the paper's "+SEM" row)
+    entities: bool = True  # False: no entities at all, the head on the backbone's clip feature (the paper's "TSM"
+    # row; rgb only)
     backbone: str = "resnet101"  # resnet18 | resnet50 | resnet101 (paper) | tiny (CPU tests)
     pretrained: str = ""  # backbone start: "imagenet" (torchvision's weights, downloaded once and hash-checked by
     # `dualnet train`), a torchvision-keyed file path or URL, or "" = random init. Non-empty also turns on partial BN.
@@ -61,6 +64,8 @@ class ModelConfig:
         for name, allowed in (("modality", MODALITIES), ("path", PATHS), ("backbone", BACKBONES), ("sem", SEMS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if not self.entities and self.modality != "rgb":
+            raise ValueError("entities=False (TSM alone) classifies the global frames: it needs modality 'rgb'")
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.tau <= 0:

@@ -155,6 +155,7 @@ def test_missing_inputs_are_clear_errors():
 
 
 ABLATION_ROWS = {  # the paper's ablation table, one config each (tiny sizes)
+    "TSM alone": {"modality": "rgb", "entities": False}, "+SEM, no paths": {"modality": "rgb", "path": "none"},
     "ST only": {"path": "st"}, "TS only": {"path": "ts"}, "average fusion": {"path": "average"},
     "dual, routed": {}, "dual without MAC": {"mac": False}, "RGB only": {"modality": "rgb"},
     "pose only": {"modality": "pose"}, "RGB + pose": {"modality": "rgb+pose"},
@@ -176,9 +177,11 @@ def test_every_ablation_row_builds_only_what_it_uses(row):
     loss.backward()
     silent = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
     assert not silent, silent
-    assert (model.st_path is None) == (config.path == "ts") and (model.ts_path is None) == (config.path == "st")
-    assert (model.router is None) == (config.path != "dual")
-    assert (model.projector is None) == (not config.mac or config.path in ("st", "ts"))
+    path = config.path if config.entities else "none"
+    assert (model.st_path is None) == (path in ("ts", "none")) and (model.ts_path is None) == (path in ("st", "none"))
+    assert (model.router is None) == (path != "dual")
+    assert (model.projector is None) == (not config.mac or path in ("st", "ts", "none"))
+    assert hasattr(model, "visual") == (config.uses_rgb and config.entities)
     assert (out.mac is None) == (model.projector is None)
 
 
