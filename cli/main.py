@@ -144,6 +144,8 @@ def extract(
     det_model: Annotated[str, typer.Option(help="rtmlib: detector ONNX path or URL (default: rtmlib's YOLOX-m).")
                          ] = "",
     pose_model: Annotated[str, typer.Option(help="rtmlib: pose ONNX path or URL (default: rtmlib's RTMW-x).")] = "",
+    device: Annotated[str, typer.Option(help="rtmlib: cpu or cuda (onnxruntime-gpu's CUDA provider). MediaPipe runs "
+                                             "on the CPU.")] = "cpu",
 ) -> None:
     """Pose extraction: keypoints of the main subject in every frame, one zarr group per video."""
     from pipelines.formats.params import ExtractParams
@@ -151,7 +153,7 @@ def extract(
 
     params = ExtractParams(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
                            min_tracking_confidence=min_tracking_confidence, dtype=dtype, max_jump=max_jump,
-                           backend=backend, det_model=det_model, pose_model=pose_model)
+                           backend=backend, det_model=det_model, pose_model=pose_model, device=device)
     part = Shard.parse(shard)
     with progress_bar() as bar:
         report = run_extract(inputs, Store(store), params, workers, part, video_root, bar)
@@ -327,7 +329,10 @@ def tubes(
     store: StoreOption = Path("cache"),
     frames: Annotated[int, typer.Option(help="Frames sampled uniformly over each clip.")] = 16,
     size: Annotated[int, typer.Option(help="Entity crop side in pixels.")] = 112,
-    global_size: Annotated[int, typer.Option(help="Side of the letterboxed global frame.")] = 224,
+    global_size: Annotated[int, typer.Option(help="Side of the global frame.")] = 224,
+    global_view: Annotated[str, typer.Option(help="Global frame: 'person' (a short-side square centred on the "
+                                                  "person) or 'letterbox' (the whole frame on black bars).")
+                           ] = "person",
     entity_set: Annotated[str, typer.Option(help="k6 (face, head, torso, hands, lower body) or k5 (no lower body).")
                           ] = "k6",
     keypoints_key: Annotated[str | None, typer.Option(help="Keypoint output to cut from (default: extract with "
@@ -342,8 +347,8 @@ def tubes(
     from pipelines.formats.params import TubeParams
     from pipelines.stages.tubes import run_tubes
 
-    params = TubeParams(frames=frames, size=size, global_size=global_size, entity_set=entity_set,
-                        pack_size=pack_size)
+    params = TubeParams(frames=frames, size=size, global_size=global_size, global_view=global_view,
+                        entity_set=entity_set, pack_size=pack_size)
     st = Store(store).require()
     with progress_bar() as bar:
         report = run_tubes(st, params, _keypoint_set(store, keypoints_key), None, video_root,
@@ -416,6 +421,7 @@ def train(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     tubes_frames: Annotated[int, typer.Option(help="Tubes of which --frames setting.")] = 16,
     tubes_size: Annotated[int, typer.Option(help="Tubes of which --size setting.")] = 112,
+    tubes_view: Annotated[str, typer.Option(help="Tubes of which --global-view setting.")] = "person",
     entity_set: Annotated[str, typer.Option(help="k6 | k5 | hand | auto (k6 for tubes; for pose, the set that fits "
                                                  "the layout).")] = "auto",
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Train even when over 1% of a split's "
@@ -436,7 +442,8 @@ def train(
     chosen, why = entity_set, ""
     if uses_rgb:  # tubes are cut for one entity set: auto means the tubes' default
         chosen, why = choose_entity_set(entity_set, "", True)
-    tube_params = TubeParams(frames=tubes_frames, size=tubes_size, entity_set=chosen) if uses_rgb else None
+    tube_params = (TubeParams(frames=tubes_frames, size=tubes_size, global_view=tubes_view, entity_set=chosen)
+                   if uses_rgb else None)
     source = clip_source(st, index, uses_rgb, tube_params, keypoints_key)
     layout = source_layout(source)
     if not uses_rgb:
@@ -480,6 +487,7 @@ def eval_(
                           ] = False,
     tubes_frames: Annotated[int, typer.Option(help="Tubes of which --frames setting.")] = 16,
     tubes_size: Annotated[int, typer.Option(help="Tubes of which --size setting.")] = 112,
+    tubes_view: Annotated[str, typer.Option(help="Tubes of which --global-view setting.")] = "person",
     entity_set: Annotated[str, typer.Option(help="Tubes of which entity set (auto: the checkpoint's).")] = "auto",
     keypoints_key: Annotated[str | None, typer.Option(help="pose checkpoints: the keypoint output to evaluate on "
                                                               "(default: the one it was trained on, if here).")
@@ -517,7 +525,8 @@ def eval_(
         tubes = clip_source(st, index, False, None, keypoints_key or here)
     else:
         chosen = trained.get("entity_set", "k6") if entity_set == "auto" else entity_set
-        tubes = TubeSet(st, TubeParams(frames=tubes_frames, size=tubes_size, entity_set=chosen))
+        tubes = TubeSet(st, TubeParams(frames=tubes_frames, size=tubes_size, global_view=tubes_view,
+                                       entity_set=chosen))
     available = set(tubes.names())
     from pipelines.data.datasets import MAX_MISSING, check_coverage
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 MODALITIES = ("rgb", "pose", "rgb+pose")
-PATHS = ("st", "ts", "dual", "average")
+PATHS = ("st", "ts", "dual", "average", "none")
+SEMS = ("crops", "roialign")
 BACKBONES = ("resnet18", "resnet50", "resnet101", "tiny")
 
 
@@ -21,11 +22,18 @@ class ModelConfig:
     num_classes: int = 52  # MA-52 fine classes (iMiGUE: 32)
     num_coarse: int = 0  # > 0 adds a coarse-label head (MA-52's 7 body levels); 0 = none
     modality: str = "rgb+pose"  # rgb | pose | rgb+pose (paper: RGB+pose for the headline numbers)
-    path: str = "dual"  # st | ts | dual (routed) | average (fixed 0.5/0.5 fusion, an ablation)
+    path: str = "dual"  # st | ts | dual (routed) | average (fixed 0.5/0.5 fusion) | none (entity features straight
+    # to the head, time-pooled: the paper's "+SEM" row)
+    entities: bool = True  # False: no entities at all, the head on the backbone's clip feature (the paper's "TSM"
+    # row; rgb only)
     backbone: str = "resnet101"  # resnet18 | resnet50 | resnet101 (paper) | tiny (CPU tests)
     pretrained: str = ""  # backbone start: "imagenet" (torchvision's weights, downloaded once and hash-checked by
     # `dualnet train`), a torchvision-keyed file path or URL, or "" = random init. Non-empty also turns on partial BN.
     num_frames: int = 8  # T, TSM segments per clip (paper)
+    sem: str = "crops"  # the Spatial Entity Module of rgb modalities: "roialign" (paper: each entity box pooled
+    # out of the backbone's feature map of the global frame) or "crops" (ours: the backbone runs again on each
+    # cached entity crop tube; K + 1 backbone passes per frame instead of 1)
+    roi_size: int = 3  # R, ROIAlign output side (ours: the paper does not give it; a 224 frame's map is 7 x 7)
     entity_set: str = "k6"  # k6: face, head, torso, hands, lower body (paper, MA-52); k5 without lower body (iMiGUE)
     layout: str = "mediapipe_holistic"  # keypoint layout of the pose input (decides each entity's points)
     dim: int = 256  # D, entity feature size (paper)
@@ -53,15 +61,17 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.pretrained == "none":  # said explicitly: random init
             object.__setattr__(self, "pretrained", "")
-        for name, allowed in (("modality", MODALITIES), ("path", PATHS), ("backbone", BACKBONES)):
+        for name, allowed in (("modality", MODALITIES), ("path", PATHS), ("backbone", BACKBONES), ("sem", SEMS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if not self.entities and self.modality != "rgb":
+            raise ValueError("entities=False (TSM alone) classifies the global frames: it needs modality 'rgb'")
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.tau <= 0:
             raise ValueError("tau must be positive")
-        if self.num_frames < 1 or self.num_classes < 2:
-            raise ValueError("num_frames >= 1 and num_classes >= 2 are required")
+        if self.num_frames < 1 or self.num_classes < 2 or self.roi_size < 1:
+            raise ValueError("num_frames >= 1, num_classes >= 2 and roi_size >= 1 are required")
 
     @property
     def uses_rgb(self) -> bool:
@@ -81,19 +91,20 @@ class ModelConfig:
 
 
 def paper() -> ModelConfig:
-    """The paper's model: ImageNet-initialised ResNet-101 + TSM, T = 8, K = 6, D = 256, RGB + pose, dual path, MAC
-    lambda 0.1."""
-    return ModelConfig(pretrained="imagenet", mask_invisible=True)
+    """The paper's model: ImageNet-initialised ResNet-101 + TSM, T = 8, K = 6, D = 256, RGB + pose, entities by
+    ROIAlign on the global frame's feature map, dual path, MAC lambda 0.1."""
+    return ModelConfig(pretrained="imagenet", sem="roialign", mask_invisible=True)
 
 
 def r50() -> ModelConfig:
     """ResNet-50 backbone (ImageNet weights), otherwise the paper's settings."""
-    return ModelConfig(backbone="resnet50", pretrained="imagenet", mask_invisible=True)
+    return ModelConfig(backbone="resnet50", pretrained="imagenet", sem="roialign", mask_invisible=True)
 
 
 def small() -> ModelConfig:
     """ResNet-18 (ImageNet weights) at D = 128: a single mid-range GPU."""
-    return ModelConfig(backbone="resnet18", dim=128, heads=2, pretrained="imagenet", mask_invisible=True)
+    return ModelConfig(backbone="resnet18", dim=128, heads=2, pretrained="imagenet", sem="roialign",
+                       mask_invisible=True)
 
 
 def tiny() -> ModelConfig:

@@ -10,6 +10,7 @@ from torch import nn
 from dualnet.backbone import TSMResNet
 from dualnet.entities import Entity
 from dualnet.layouts import Layout
+from dualnet.roi_align import roi_align
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,7 +26,9 @@ def normalize_images(x: torch.Tensor) -> torch.Tensor:
 
 
 class VisualEntityEncoder(nn.Module):
-    """Backbone features of every entity crop, reduced to D by a depthwise-separable convolution (paper).
+    """Backbone features of every entity, reduced to D by a depthwise-separable convolution (paper): pooled by
+    ROIAlign out of the global frame's feature map (`from_frame_maps`, the paper's SEM), or the backbone run on
+    each entity crop (`forward`, ours).
 
     The backbone is shared with the global branch and passed in, not owned.
     """
@@ -48,6 +51,15 @@ class VisualEntityEncoder(nn.Module):
         x = rearrange(normalize_images(tubes), "b t k c h w -> (b k t) c h w")  # each tube's frames consecutive
         features = self.reduce(backbone.forward_features(x, t)).flatten(1)  # (B*K*T, D)
         return rearrange(features, "(b k t) d -> b t k d", b=b, k=k, t=t)
+
+    def from_frame_maps(self, maps: torch.Tensor, frame_boxes: torch.Tensor, frame_size: int,
+                        roi_size: int) -> torch.Tensor:
+        """maps (B*T, C, h, w) of the global frames (side `frame_size`) and entity boxes (B, T, K, 4) in those
+        frames' pixels -> (B, T, K, D)."""
+        b, t, k = frame_boxes.shape[:3]
+        pooled = roi_align(maps, frame_boxes.reshape(b * t, k, 4), roi_size, maps.shape[-1] / frame_size)
+        features = self.reduce(pooled.flatten(0, 1)).flatten(1)  # (B*T*K, D)
+        return rearrange(features, "(b t k) d -> b t k d", b=b, t=t, k=k)
 
 
 class PoseEntityEncoder(nn.Module):

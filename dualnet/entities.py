@@ -255,3 +255,48 @@ def entity_boxes(keypoints: np.ndarray, layout: Layout, entities: tuple[Entity, 
                                        geometry[:, 0] + half, geometry[:, 1] + half])
         visible[:, k] = own
     return boxes, visible
+
+
+GLOBAL_VIEWS = ("person", "letterbox")
+
+
+def global_window(keypoints: np.ndarray, body: np.ndarray, width: int, height: int,
+                  view: str = "person") -> np.ndarray:
+    """The square of the source frame that becomes a clip's global frame.
+
+    ``person``: a square of the frame's short side (TSM's resize-then-centre-crop scale), centred on the person:
+    the median over the clip of the centre of the body joints seen in each frame, kept inside the frame (the frame's
+    centre when nobody is seen). ``letterbox``: the whole frame, centred, with black bars (a 16:9 frame spends 44% of
+    the square on them).
+
+    Args:
+        keypoints: (F, V, 3) x, y, score in source pixels, NaN where absent.
+        body: Indices of the body joints (the layout's ``body``; empty: all points); a joint counts where seen
+            with a score of at least MIN_SCORE.
+
+    Returns:
+        (3,) int x0, y0, side in source pixels (x0, y0 negative for letterbox bars).
+    """
+    if view not in GLOBAL_VIEWS:
+        raise ValueError(f"global view {view!r} is not one of {', '.join(GLOBAL_VIEWS)}")
+    if view == "letterbox":
+        side = max(width, height)
+        return np.array([(width - side) // 2, (height - side) // 2, side])
+    side = min(width, height)
+    joints = keypoints[:, body] if len(body) else keypoints  # (F, V_b, 3)
+    points = joints[..., :2]  # (F, V_b, 2)
+    centre = np.array([width / 2, height / 2])
+    with np.errstate(invalid="ignore"):
+        seen = np.isfinite(points).all(axis=-1) & (joints[..., 2] >= MIN_SCORE)  # (F, V_b)
+    shown = np.where(seen[..., None], points, np.nan)[seen.any(axis=1)]  # (F_seen, V_b, 2)
+    if len(shown):
+        centre = np.median((np.nanmin(shown, axis=1) + np.nanmax(shown, axis=1)) / 2, axis=0)
+    x0 = int(np.clip(round(centre[0] - side / 2), 0, width - side))
+    y0 = int(np.clip(round(centre[1] - side / 2), 0, height - side))
+    return np.array([x0, y0, side])
+
+
+def window_transform(window: np.ndarray, size: int) -> tuple[float, float, float]:
+    """scale, dx, dy such that a source pixel (x, y) lands at (x * scale + dx, y * scale + dy) in the global frame."""
+    scale = size / float(window[2])
+    return scale, -float(window[0]) * scale, -float(window[1]) * scale

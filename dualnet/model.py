@@ -7,8 +7,10 @@ entity, with a mutual-consistency loss between the paths.
     >>> loss, parts = model.loss(out, labels)
 
 Inputs (B clips, T frames, K entities, S entity size, G global size, V keypoints):
-    tubes (B, T, K, 3, S, S) and frames (B, T, 3, G, G), uint8 or ImageNet-normalised float (rgb modalities);
-    keypoints (B, T, V, 3) x, y, score with NaN where absent, and boxes (B, T, K, 4) (pose modalities).
+    frames (B, T, 3, G, G), uint8 or ImageNet-normalised float (rgb modalities), with tubes (B, T, K, 3, S, S)
+    (``sem="crops"``) or frame_boxes (B, T, K, 4), the entity boxes in the global frames' pixels
+    (``sem="roialign"``); keypoints (B, T, V, 3) x, y, score with NaN where absent, and boxes (B, T, K, 4) in
+    source pixels (pose modalities).
 """
 
 from __future__ import annotations
@@ -62,25 +64,27 @@ class MicroDualNet(nn.Module):
             if self.partial_bn:
                 for norm in self._frozen_norms():
                     norm.requires_grad_(False)
-            self.visual = VisualEntityEncoder(self.backbone.feature_dim, d)
+            if config.entities:
+                self.visual = VisualEntityEncoder(self.backbone.feature_dim, d)
         if config.uses_pose:
             self.pose = PoseEntityEncoder(get_layout(config.layout), entities, d, encoding=config.pose_encoding)
         if config.uses_rgb and config.uses_pose:
             self.fuse_modalities = nn.Linear(2 * d, d)
-        if config.mask_invisible:
+        if config.mask_invisible and config.entities:
             self.missing_token = nn.Parameter(torch.zeros(1, 1, 1, d))  # an entity not seen in that frame
-        if config.position_embeddings:
+        if config.position_embeddings and config.entities:
             self.entity_embedding = nn.Parameter(torch.randn(1, 1, k, d) * 0.02)
             self.time_embedding = nn.Parameter(torch.randn(1, config.num_frames, 1, d) * 0.02)
         # Only what the configured path uses is built (DistributedDataParallel rejects parameters without gradients).
         args = (d, config.heads, config.depth, config.mlp_ratio, config.dropout)
-        self.st_path = STPath(*args) if config.path != "ts" else None
-        self.ts_path = TSPath(*args) if config.path != "st" else None
-        self.router = EntityRouter(k, d) if config.path == "dual" else None
+        path = config.path if config.entities else "none"
+        self.st_path = STPath(*args) if path in ("st", "dual", "average") else None
+        self.ts_path = TSPath(*args) if path in ("ts", "dual", "average") else None
+        self.router = EntityRouter(k, d) if path == "dual" else None
         self.projector = None
-        if config.mac and config.path in ("dual", "average"):  # MAC needs both paths
+        if config.mac and path in ("dual", "average"):  # MAC needs both paths
             self.projector = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, config.mac_dim))
-        head_in = k * d + (self.backbone.feature_dim if self.backbone is not None else 0)
+        head_in = (k * d if config.entities else 0) + (self.backbone.feature_dim if self.backbone is not None else 0)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(head_in, config.num_classes)
         self.coarse_head = nn.Linear(head_in, config.num_coarse) if config.num_coarse > 0 else None
@@ -124,11 +128,19 @@ class MicroDualNet(nn.Module):
 
     # -- features ------------------------------------------------------------------------------------------------
     def entity_features(self, tubes: torch.Tensor | None = None, keypoints: torch.Tensor | None = None,
-                        boxes: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
+                        boxes: torch.Tensor | None = None, visible: torch.Tensor | None = None,
+                        frame_maps: torch.Tensor | None = None, frame_boxes: torch.Tensor | None = None,
+                        frame_size: int = 0) -> torch.Tensor:
         """Entity features X (B, T, K, D): visual, pose, or both fused, with position embeddings; with
-        `visible` (B, T, K) and `mask_invisible`, entities not seen in a frame are the learned missing token."""
+        `visible` (B, T, K) and `mask_invisible`, entities not seen in a frame are the learned missing token.
+        ROIAlign (``sem="roialign"``) pools from `frame_maps` (B*T, C, h, w), the backbone's maps of global frames
+        of side `frame_size`, at `frame_boxes` (B, T, K, 4)."""
         parts = []
-        if self.config.uses_rgb:
+        if self.config.uses_rgb and self.config.sem == "roialign":
+            if frame_maps is None or frame_boxes is None:
+                raise ValueError("sem 'roialign' needs the global frames (B, T, 3, G, G) and frame_boxes (B, T, K, 4)")
+            parts.append(self.visual.from_frame_maps(frame_maps, frame_boxes, frame_size, self.config.roi_size))
+        elif self.config.uses_rgb:
             if tubes is None:
                 raise ValueError(f"modality {self.config.modality!r} needs tubes (B, T, K, 3, S, S)")
             parts.append(self.visual(tubes, self.backbone))
@@ -147,35 +159,53 @@ class MicroDualNet(nn.Module):
             x = x + self.entity_embedding + self.time_embedding[:, :t]
         return x
 
-    def global_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """f_CNN (B, C): the backbone on the global frames, pooled over space and time."""
-        b, t = frames.shape[:2]
-        maps = self.backbone.forward_features(rearrange(normalize_images(frames), "b t c h w -> (b t) c h w"), t)
-        return rearrange(maps.mean(dim=(2, 3)), "(b t) c -> b t c", b=b).mean(dim=1)
+    def frame_maps(self, frames: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature maps (B*T, C, h, w) of the global frames (B, T, 3, G, G)."""
+        return self.backbone.forward_features(rearrange(normalize_images(frames), "b t c h w -> (b t) c h w"),
+                                              frames.shape[1])
+
+    def global_features(self, frames: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
+        """f_CNN (B, C): the backbone on the global frames (or their `maps`), pooled over space and time."""
+        maps = self.frame_maps(frames) if maps is None else maps
+        return rearrange(maps.mean(dim=(2, 3)), "(b t) c -> b t c", b=frames.shape[0]).mean(dim=1)
 
     # -- forward -------------------------------------------------------------------------------------------------
     def forward(self, tubes: torch.Tensor | None = None, frames: torch.Tensor | None = None,
                 keypoints: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
                 path: str | None = None, labels: torch.Tensor | None = None,
-                visible: torch.Tensor | None = None) -> DualNetOutput:
+                visible: torch.Tensor | None = None, frame_boxes: torch.Tensor | None = None) -> DualNetOutput:
         """Classify a batch of clips. `path` runs another path than the config's, among those the model built (a
         dual model runs st, ts and average too). With `labels` (B,) (training), MAC does not take clips of the same
         class as negatives of each other. `visible` (B, T, K) bool: which entities' own keypoints were seen in
-        each frame (see `ModelConfig.mask_invisible`)."""
-        path = path or self.config.path
-        if (path != "ts" and self.st_path is None) or (path != "st" and self.ts_path is None) or \
-                (path == "dual" and self.router is None):
+        each frame (see `ModelConfig.mask_invisible`). `frame_boxes` (B, T, K, 4): the entity boxes in the global
+        frames' pixels (``sem="roialign"``). Paths that do not run (``none``, or no entities) route with zeros."""
+        path = (path or self.config.path) if self.config.entities else "none"
+        if (path in ("st", "dual", "average") and self.st_path is None) or \
+                (path in ("ts", "dual", "average") and self.ts_path is None) or (path == "dual" and self.router is None):
             raise ValueError(f"path {path!r} needs modules a model built for path {self.config.path!r} does not have")
-        x = self.entity_features(tubes, keypoints, boxes, visible)  # (B, T, K, D)
+        maps = None
+        if self.backbone is not None:
+            if frames is None:
+                raise ValueError("rgb modalities need the global frames (B, T, 3, G, G)")
+            maps = self.frame_maps(frames)  # (B*T, C, h, w): f_CNN, and the entities' with ROIAlign
+        if not self.config.entities:  # TSM alone: the clip feature is all the head sees
+            h = self.dropout(self.global_features(frames, maps))
+            return DualNetOutput(logits=self.head(h), coarse_logits=self.coarse_head(h) if self.coarse_head is not None else None,
+                                 routing=h.new_zeros(h.shape[0], self.num_entities, 2), entity_st=None,
+                                 entity_ts=None, mac=None)
+        x = self.entity_features(tubes, keypoints, boxes, visible, maps, frame_boxes,
+                                 frames.shape[-1] if frames is not None else 0)  # (B, T, K, D)
         b, k = x.shape[0], x.shape[2]
-        x_st = self.st_path(x) if path != "ts" else None
-        x_ts = self.ts_path(x) if path != "st" else None
+        x_st = self.st_path(x) if path in ("st", "dual", "average") else None
+        x_ts = self.ts_path(x) if path in ("ts", "dual", "average") else None
         if path == "dual":
             weights = self.router(x_st, x_ts, self.config.tau)
         else:
-            fixed = {"st": (1.0, 0.0), "ts": (0.0, 1.0), "average": (0.5, 0.5)}[path]
+            fixed = {"st": (1.0, 0.0), "ts": (0.0, 1.0), "average": (0.5, 0.5), "none": (0.0, 0.0)}[path]
             weights = x.new_tensor(fixed).expand(b, k, 2)
-        if x_st is None:
+        if x_st is None and x_ts is None:
+            fused = x  # path none: the entities straight to the head
+        elif x_st is None:
             fused = x_ts
         elif x_ts is None:
             fused = x_st
@@ -187,12 +217,10 @@ class MicroDualNet(nn.Module):
         if self.projector is not None and pooled_st is not None and pooled_ts is not None:
             present = visible.any(dim=1) if visible is not None and self.config.mask_invisible else None  # (B, K)
             mac = mac_loss(self.projector(pooled_st), self.projector(pooled_ts), self.config.mac_temperature, labels,
-                           present)
+                           present, gather=self.training)  # negatives from every rank under DDP
         f_entity = fused.mean(dim=1).flatten(1)  # (B, K*D): entities keep their identity in the head
-        if self.backbone is not None:
-            if frames is None:
-                raise ValueError("rgb modalities need the global frames (B, T, 3, G, G)")
-            f_entity = torch.cat([self.global_features(frames), f_entity], dim=1)
+        if maps is not None:
+            f_entity = torch.cat([self.global_features(frames, maps), f_entity], dim=1)
         h = self.dropout(f_entity)
         return DualNetOutput(
             logits=self.head(h),

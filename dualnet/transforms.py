@@ -20,8 +20,8 @@ def hflip_clip(tubes: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, widt
         boxes: (F, K, 4) x1, y1, x2, y2 in source pixels.
         keypoints: (F, V, 3) x, y, score in source pixels.
         width: Source frame width (x -> width - x).
-        frames: Optional (F, C, G, G) global frames (letterboxed and centred, so mirroring them mirrors the scene;
-            with an odd padding the image shifts by one pixel).
+        frames: Optional (F, C, G, G) global frames (mirrored as images: boxes in their pixels flip by
+            `hflip_boxes` with width G).
 
     Returns:
         tubes, boxes, keypoints (and frames when given), flipped. Flipping twice gives the input back.
@@ -37,14 +37,19 @@ def hflip_pose(boxes: np.ndarray, keypoints: np.ndarray, width: float, entities:
                layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     """Mirror boxes (F, K, 4) and keypoints (F, V, 3) about x = width / 2 (width 0: about x = 0): x -> width - x,
     left and right entities and keypoints swap places. The one place the flip permutation is written."""
-    boxes = boxes[:, flip_order(entities)]
-    boxes = np.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], axis=-1)
+    boxes = hflip_boxes(boxes, width, entities)
     keypoints = keypoints.copy()
     keypoints[..., 0] = width - keypoints[..., 0]
     perm = np.arange(layout.num_keypoints)
     for a, b in layout.flip_pairs:
         perm[a], perm[b] = b, a
     return boxes, keypoints[:, perm]
+
+
+def hflip_boxes(boxes: np.ndarray, width: float, entities: tuple[Entity, ...]) -> np.ndarray:
+    """Mirror entity boxes (F, K, 4) about x = width / 2; left and right entities swap places."""
+    boxes = boxes[:, flip_order(entities)]
+    return np.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], axis=-1)
 
 
 def draw_crop_windows(num_entities: int, size: int, amount: float, rng: np.random.Generator) -> np.ndarray:

@@ -33,10 +33,12 @@ def checkpoints(ma52_tubes, tmp_path_factory):
     rgb = train(dualnet.preset("tiny", num_classes=6), tubes, LabelledClips(names, tuple(range(6))), None, params,
                 classes=list(names))
     pose = train(dualnet.preset("pose_tiny", num_classes=6, num_coarse=2), KeypointSet(root), clips, None, params)
-    return {"tiny": rgb.run_dir / "last.pt", "pose_tiny": pose.run_dir / "last.pt"}
+    roi = train(dualnet.preset("tiny", num_classes=6, sem="roialign"), tubes, LabelledClips(names, tuple(range(6))),
+                None, params, classes=list(names))
+    return {"tiny": rgb.run_dir / "last.pt", "pose_tiny": pose.run_dir / "last.pt", "roialign": roi.run_dir / "last.pt"}
 
 
-@pytest.mark.parametrize("preset", ["tiny", "pose_tiny"])
+@pytest.mark.parametrize("preset", ["tiny", "pose_tiny", "roialign"])
 def test_onnx_runtime_agrees_with_torch(checkpoints, tmp_path, preset):
     path = export_onnx(checkpoints[preset], tmp_path / f"{preset}.onnx")
     assert compare_onnx(checkpoints[preset], path, batch=3) < 1e-4  # exported at batch 2: the batch axis is free
@@ -56,7 +58,8 @@ def test_onnx_runtime_agrees_with_torch(checkpoints, tmp_path, preset):
         assert meta["outputs"] == ["logits", "routing", "coarse_logits"]
         np.testing.assert_allclose(outputs[2], ref.coarse_logits.numpy(), atol=1e-4)
     else:
-        assert meta["classes"][0].startswith("A1_") and set(meta["inputs"]) == {"tubes", "frames", "keypoints",
+        images = {"tiny": "tubes", "roialign": "frame_boxes"}[preset]  # ROIAlign pools the frames: no crops
+        assert meta["classes"][0].startswith("A1_") and set(meta["inputs"]) == {images, "frames", "keypoints",
                                                                               "boxes"}
 
 

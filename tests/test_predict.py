@@ -202,9 +202,9 @@ def test_frames_held_do_not_grow_with_the_video(trained, concatenated, tmp_path)
     held = []
     original = predict_module._WindowInputs.images
 
-    def spy(self, frames, window, boxes):
+    def spy(self, frames, window, boxes, square):
         held.append(len(frames))
-        return original(self, frames, window, boxes)
+        return original(self, frames, window, boxes, square)
 
     predict_module._WindowInputs.images = spy
     try:
@@ -336,3 +336,36 @@ def test_a_killed_predict_resumes_with_only_the_videos_not_yet_scored(trained, t
     assert (tmp_path / "killed" / "out" / "summary.csv").read_text() == \
         (tmp_path / "whole" / "out" / "summary.csv").read_text()
     assert not Store(tmp_path / "killed").stage("predict", key).failures()
+
+
+def test_roialign_windows_pool_what_the_crops_hold(ma52_store):
+    """A ROIAlign model's windows: the global frame inside each entity's `frame_boxes` has the colour of the crop
+    the same box cuts from the source frame (the square and the boxes agree, as in training)."""
+    from types import SimpleNamespace
+
+    from pipelines.data.crops import crop_boxes
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.io.video import iter_frames
+    from pipelines.stages.predict import _WindowInputs
+
+    keypoints = KeypointSet(ma52_store)
+    name = ma52_clips()[0].stem
+    attrs = keypoints.attributes(name)
+    model = SimpleNamespace(config=dualnet.preset("tiny", sem="roialign", num_frames=8))
+    inputs = _WindowInputs(SimpleNamespace(model=model, tube_params=TubeParams()), keypoints, name,
+                           attrs["width"], attrs["height"])
+    windows = plan_windows(int(attrs["num_frames"]), float(attrs["fps"]), PredictParams(window=1.0, stride=0.5),
+                           16, 8)
+    frames = dict(enumerate(rgb for _, rgb in iter_frames(attrs["source_path"])))
+    gaps = []
+    for window in windows:
+        _, boxes, visible, square = inputs.pose(window)
+        out = inputs.images(frames, window, boxes, square)
+        assert set(out) == {"frames", "frame_boxes"} and out["frames"].shape == (8, 3, 224, 224)
+        for j, i in enumerate(window.frames):
+            crops = crop_boxes(frames[int(i)], boxes[j], 112)[0].reshape(len(boxes[j]), 3, -1).mean(-1)  # (K, 3)
+            for k, (x1, y1, x2, y2) in enumerate(np.round(out["frame_boxes"][j]).astype(int)):
+                if visible[j, k] and x1 >= 0 and y1 >= 0 and x2 <= 224 and y2 <= 224:
+                    region = out["frames"][j][:, y1:y2, x1:x2].reshape(3, -1).mean(-1)
+                    gaps.append(np.abs(region - crops[k]).mean())
+    assert len(gaps) > 20 and np.median(gaps) < 2.0, (len(gaps), np.median(gaps))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import requires_shared, shortest_clip
+from conftest import requires_shared, run_cli, shortest_clip
 
 pytest.importorskip("rtmlib", reason="rtmlib is not installed (make setup installs it)")
 pytest.importorskip("onnx", reason="onnx is needed to build the test models")
@@ -115,3 +115,39 @@ def test_real_rtmlib_weights_find_the_person(tmp_path):
     assert clip.detected.mean() > 0.95
     nose = clip.keypoints[:, COCO_WHOLEBODY.index("nose"), :2]
     assert ((nose[:, 0] > 0) & (nose[:, 0] < FRAME_W) & (nose[:, 1] > 0) & (nose[:, 1] < FRAME_H)).all()
+
+
+def test_device_cuda_reaches_onnxruntime_or_fails_as_one_line(onnx_models, tmp_path, monkeypatch):
+    """`extract --device cuda` (issue 13): where onnxruntime has no CUDA provider, one line and nothing written;
+    where it has one, both rtmlib models are opened on cuda. The device is where the model runs, not what it
+    computes: it leaves the store key as it is."""
+    import onnxruntime
+    import rtmlib
+
+    from pipelines.formats.params import extract_key
+    from pipelines.stages.extract import make_estimator
+
+    det, pose = onnx_models
+    assert extract_key(ExtractParams(backend="rtmlib", device="cuda")) == extract_key(ExtractParams(backend="rtmlib"))
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        result = run_cli("extract", str(shortest_clip()), "--store", str(tmp_path / "store"), "--backend", "rtmlib",
+                         "--det-model", str(det), "--pose-model", str(pose), "--device", "cuda")
+        assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "no CUDA provider" in result.stderr and "--device cpu" in result.stderr
+        assert not (tmp_path / "store" / "extract").exists()
+    mediapipe = run_cli("extract", str(shortest_clip()), "--store", str(tmp_path / "mp"), "--device", "cuda")
+    assert mediapipe.returncode != 0 and "MediaPipe's Python solutions run on the CPU only" in mediapipe.stderr
+
+    opened = {}
+
+    def recorder(kind):
+        def build(model, **options):
+            opened[kind] = options["device"]
+        return build
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider",
+                                                                       "CPUExecutionProvider"])
+    monkeypatch.setattr(rtmlib, "YOLOX", recorder("detector"))
+    monkeypatch.setattr(rtmlib, "RTMPose", recorder("pose"))
+    make_estimator(ExtractParams(backend="rtmlib", det_model=str(det), pose_model=str(pose), device="cuda"))
+    assert opened == {"detector": "cuda", "pose": "cuda"}

@@ -74,6 +74,58 @@ def test_flip_mirrors_images_and_swaps_left_and_right(ma52_tubes):
         np.testing.assert_allclose(twice, original, rtol=1e-6)  # float32 x -> W - x -> W - (W - x)
 
 
+def _region_means(images: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Mean colour (N, 3) of each image (N, 3, H, W) inside its box (N, 4) in that image's pixels."""
+    out = np.zeros((len(images), 3))
+    for i, (x1, y1, x2, y2) in enumerate(np.round(boxes).astype(int)):
+        out[i] = images[i][:, max(y1, 0):y2, max(x1, 0):x2].reshape(3, -1).mean(axis=1)
+    return out
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_frame_boxes_pool_what_the_crops_hold(ma52_tubes, flip):
+    """ROIAlign pools the global frame at `frame_boxes`: over every clip, the frame inside each box has the colour
+    of that entity's crop (flipped or not), and not the colour of another entity's box."""
+    from dualnet.config import preset
+    from pipelines.data.clips import ClipDataset, LabelledClips
+    from pipelines.formats.params import TrainParams
+
+    names = tuple(ma52_tubes.names())
+    params = TrainParams(flip=1.0 if flip else 0.0, crop_jitter=0.0, colour_jitter=0.0)
+    dataset = ClipDataset(ma52_tubes, LabelledClips(names, (0,) * len(names)), preset("tiny", num_frames=8),
+                          params, train=flip)
+    same, swapped = [], []
+    for i in range(len(names)):
+        item = {k: v.numpy() for k, v in dataset[i].items()}
+        t, k = item["frame_boxes"].shape[:2]
+        inside = ((item["frame_boxes"][..., :2] >= 0) & (item["frame_boxes"][..., 2:] <= 224)).all(-1)  # (T, K)
+        frames = np.repeat(item["frames"][:, None], k, axis=1)  # (T, K, 3, G, G)
+        pooled = _region_means(frames[inside], item["frame_boxes"][inside])
+        crops = item["tubes"][inside].reshape(-1, 3, 112 * 112).mean(axis=-1)
+        same.append(np.abs(pooled - crops).mean(axis=1))
+        other = np.roll(item["frame_boxes"], 1, axis=1)[inside]  # each entity against its neighbour's box
+        swapped.append(np.abs(_region_means(frames[inside], other) - crops).mean(axis=1))
+    same, swapped = np.concatenate(same), np.concatenate(swapped)
+    assert len(same) > 200
+    # measured: median 0.4 grey levels (antialiased resizes of the same pixels), 19 for a neighbour's box, 57 for
+    # boxes left unflipped in a flipped frame
+    assert np.median(same) < 2.0 and np.median(swapped) > 4 * np.median(same), (np.median(same),
+                                                                                  np.median(swapped))
+
+
+def test_the_global_frame_is_the_person_not_black_bars(ma52_tubes):
+    for name in ma52_tubes.names():
+        a = ma52_tubes.load(name)
+        x0, y0, side = a["meta"]["global_window"]
+        width, height = a["meta"]["width"], a["meta"]["height"]
+        assert side == min(width, height) and 0 <= x0 <= width - side and 0 <= y0 <= height - side
+        assert (a["frames"].max(axis=(0, 1)) > 0).mean() > 0.99  # no bars: a letterbox of 16:9 leaves 44% black
+        nose = _joint(a, "nose")
+        scale, dx, dy = a["meta"]["global_view"]
+        x = nose[0][nose[1], 0] * scale + dx
+        assert len(x) and np.all((x > 0.15 * 224) & (x < 0.85 * 224)), (name, x)  # the face is in the picture
+
+
 def _video_with_a_gap(src, dst, gap: range) -> None:
     """Re-encode a real clip with the frames in `gap` replaced by an empty grey room (the person vanishes)."""
     frames = [rgb for _, rgb in iter_frames(src)]

@@ -13,9 +13,9 @@ from dualnet.config import ModelConfig
 from dualnet.entities import flip_order, get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
-from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_clip, hflip_pose, jitter_crops
+from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_boxes, hflip_clip, hflip_pose, jitter_crops
 from pipelines.formats.params import TrainParams
-from pipelines.formats.tube_packs import TubeSet
+from pipelines.formats.tube_packs import TubeSet, global_view
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ def augment(batch: dict) -> dict:
         batch["tubes"] = jitter_crops(batch["tubes"], batch.pop("crop"))
     if "colour" in batch:
         brightness, contrast = batch.pop("colour").unbind(-1)
-        batch["tubes"] = colour_jitter(batch["tubes"], brightness, contrast)
+        if "tubes" in batch:
+            batch["tubes"] = colour_jitter(batch["tubes"], brightness, contrast)
         batch["frames"] = colour_jitter(batch["frames"], brightness, contrast)
     return batch
 
@@ -83,9 +84,12 @@ class ClipDataset(Dataset):
                               self.params.temporal_crop)
         tubes, frames, keypoints, boxes = a["tubes"][idx], a["frames"][idx], a["keypoints"][idx], a["boxes"][idx]
         visible = a["visible"][idx]
+        scale, dx, dy = global_view(a["meta"])
+        frame_boxes = boxes * scale + np.array([dx, dy, dx, dy], np.float32)  # (T, K, 4) global-frame pixels
         if self.train and rng.random() < self.params.flip:
             tubes, boxes, keypoints, frames = hflip_clip(tubes, boxes, keypoints, a["meta"]["width"], self.entities,
                                                          self.layout, frames)
+            frame_boxes = hflip_boxes(frame_boxes, frames.shape[-1], self.entities)
             visible = visible[:, flip_order(self.entities)]
         if self.train and self.params.keypoint_noise > 0:
             side = float(np.median(boxes[..., 2] - boxes[..., 0]))
@@ -95,9 +99,12 @@ class ClipDataset(Dataset):
                 "frames": torch.from_numpy(np.ascontiguousarray(frames)),
                 "keypoints": torch.from_numpy(np.ascontiguousarray(keypoints)).float(),
                 "boxes": torch.from_numpy(np.ascontiguousarray(boxes)).float(),
+                "frame_boxes": torch.from_numpy(np.ascontiguousarray(frame_boxes)).float(),
                 "visible": torch.from_numpy(np.ascontiguousarray(visible, dtype=bool)),
                 "label": torch.tensor(self.clips.labels[i])}
-        if self.train and self.params.crop_jitter > 0:  # applied to the batch by `augment`
+        if self.config.sem == "roialign":  # the entities come from the frames' feature maps: no crops to read
+            del item["tubes"]
+        elif self.train and self.params.crop_jitter > 0:  # applied to the batch by `augment`
             item["crop"] = torch.from_numpy(draw_crop_windows(len(self.entities), tubes.shape[-1],
                                                               self.params.crop_jitter, rng))
         if self.train and self.params.colour_jitter > 0:
@@ -157,7 +164,7 @@ def make_dataset(source, clips: LabelledClips, config: ModelConfig, params: Trai
 
 def model_inputs(batch: dict) -> dict:
     """The model inputs a batch has (pose-only data has no tubes or frames)."""
-    return {k: batch[k] for k in ("tubes", "frames", "keypoints", "boxes", "visible") if k in batch}
+    return {k: batch[k] for k in ("tubes", "frames", "frame_boxes", "keypoints", "boxes", "visible") if k in batch}
 
 
 def batch_to(batch: dict, device: torch.device) -> dict:  # non_blocking: batches come pinned when on CUDA

@@ -48,17 +48,8 @@ def crop_boxes(frame: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndar
     return crops, padding
 
 
-def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int]:
-    """The whole frame in a `size` x `size` square, aspect kept, centred on black.
-
-    Returns:
-        image (3, size, size) uint8, and scale, pad_x, pad_y such that a source pixel (x, y) lands at
-        (x * scale + pad_x, y * scale + pad_y).
-    """
-    h, w = frame.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    out = np.zeros((3, size, size), dtype=np.uint8)
-    pad_y, pad_x = (size - nh) // 2, (size - nw) // 2
-    out[:, pad_y:pad_y + nh, pad_x:pad_x + nw] = _resize(frame[None], (nh, nw))[0]
-    return out, scale, pad_x, pad_y
+def cut_global(frame: np.ndarray, window: np.ndarray, size: int) -> np.ndarray:
+    """The global frame (3, size, size) uint8: the square `window` (x0, y0, side) of `frame` (H, W, 3), resized;
+    parts outside the frame are black."""
+    x0, y0, side = (int(v) for v in window)
+    return crop_boxes(frame, np.array([[x0, y0, x0 + side, y0 + side]], np.float64), size)[0][0]

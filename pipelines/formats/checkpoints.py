@@ -109,6 +109,8 @@ class Predictor:
         config = model.config
         data = state.get("data") or {}
         tubes = data.get("tubes") or {}
+        if tubes and "global_view" not in tubes:  # trained on tubes before v3: letterboxed global frames
+            tubes = {**tubes, "global_view": "letterbox"}
         tube_params = TubeParams(**{k: v for k, v in tubes.items() if k in TubeParams.__dataclass_fields__})
         if tube_params.entity_set != config.entity_set:
             tube_params = TubeParams(entity_set=config.entity_set)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from dualnet.entities import get_entity_set
+from dualnet.entities import GLOBAL_VIEWS, get_entity_set
 from dualnet.layouts import get_layout
 from pipelines.store import StageOutput, StageSpec
 
@@ -35,8 +35,15 @@ class ExtractParams:
     pose_model: str = ""  # rtmlib: whole-body pose ONNX path or URL ("" = rtmlib's default, RTMW-x 256x192)
     det_input_size: tuple[int, int] = (640, 640)  # rtmlib: detector input (h, w), its default
     pose_input_size: tuple[int, int] = (192, 256)  # rtmlib: pose input (w, h), its default for RTMW 256x192
+    device: str = "cpu"  # rtmlib: onnxruntime's device, cpu or cuda (MediaPipe runs on the CPU); where it runs, not
+    # what it computes: recorded, not keyed
 
     def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device {self.device!r} is not cpu or cuda")
+        if self.device == "cuda" and self.backend != "rtmlib":
+            raise ValueError("--device cuda runs the rtmlib backend on onnxruntime's CUDA provider; MediaPipe's "
+                             "Python solutions run on the CPU only (use --backend rtmlib or --device cpu)")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.dtype not in DTYPES:
@@ -67,9 +74,10 @@ def backend_params(params: dict) -> dict:
 
 def extract_spec(params: ExtractParams, namespace: str = "") -> StageSpec:
     """The `extract` output made with `params` (in `namespace`, see `run_extract`)."""
-    return StageSpec(EXTRACT_STAGE, EXTRACT_VERSION, asdict(params),
-                     extra={"namespace": namespace} if namespace else {}, recorded={"layout": params.layout},
-                     output_format="keypoint-items")
+    content = {k: v for k, v in asdict(params).items() if k != "device"}
+    return StageSpec(EXTRACT_STAGE, EXTRACT_VERSION, content,
+                     extra={"namespace": namespace} if namespace else {},
+                     recorded={"layout": params.layout, "device": params.device}, output_format="keypoint-items")
 
 
 def extract_key(params: ExtractParams, namespace: str = "") -> str:
@@ -119,7 +127,9 @@ def import_key(params: ImportParams) -> str:
 
 # --- tubes ----------------------------------------------------------------------------------------------------
 TUBES_STAGE = "tubes"
-TUBES_VERSION = 2  # 2: frames upright by the video's rotation (io.video.iter_frames)
+TUBES_VERSION = 3  # 2: frames upright by the video's rotation (io.video.iter_frames)
+# 3: the global frame is a square window of the source (`global_view`: person-centred by default, was letterboxed);
+#    packs record the window and its transform
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,8 @@ class TubeParams:
 
     frames: int = 16  # frames sampled uniformly over each clip; training draws its T = 8 segments from these
     size: int = 112  # entity crop side in pixels
-    global_size: int = 224  # side of the letterboxed global frame (the TSM convention)
+    global_size: int = 224  # side of the global frame (the TSM convention)
+    global_view: str = "person"  # person: a short-side square centred on the person; letterbox: the whole frame
     entity_set: str = "k6"  # k6: face, head, torso, hands, lower body (MA-52); k5: no lower body (iMiGUE)
     smooth_sigma: float = 1.0  # temporal smoothing of boxes, in frames of the source video
     pack_size: int = 128  # clips per pack (one file per array); 20,000 clips -> 157 packs, 2,200 files
@@ -137,6 +148,8 @@ class TubeParams:
         if self.frames < 1 or self.size < 8 or self.global_size < 8 or self.pack_size < 1:
             raise ValueError("frames >= 1, size >= 8, global_size >= 8 and pack_size >= 1 are required")
         get_entity_set(self.entity_set)
+        if self.global_view not in GLOBAL_VIEWS:
+            raise ValueError(f"global view {self.global_view!r} is not one of {', '.join(GLOBAL_VIEWS)}")
 
 
 def tubes_spec(params: TubeParams, keypoints: StageOutput) -> StageSpec:

@@ -2,8 +2,9 @@
 zarr group per pack, every array sharded into one file per pack with one chunk per clip; `TubeSet` reads them.
 
 Per clip (F sampled frames, K entities, S entity size, G global size, V keypoints):
-    tubes (F, K, 3, S, S) uint8, frames (F, 3, G, G) uint8 (letterboxed), boxes (F, K, 4) float32 source pixels,
-    visible (F, K) bool, padding (F, K, 4) int16 (box pixels outside the frame: left, top, right, bottom),
+    tubes (F, K, 3, S, S) uint8, frames (F, 3, G, G) uint8 (the clip's global window), boxes (F, K, 4) float32
+    source pixels, visible (F, K) bool, padding (F, K, 4) int16 (box pixels outside the frame: left, top, right,
+    bottom),
     keypoints (F, V, 3) float32 at the sampled frames, frame_index (F,) int32 into the source video.
 """
 
@@ -44,7 +45,14 @@ class ClipTubes:
 
     name: str
     arrays: dict[str, np.ndarray]
-    meta: dict  # width, height, fps, num_frames, layout, global letterbox (scale, pad_x, pad_y), fingerprint
+    meta: dict  # width, height, fps, num_frames, layout, global_window (x0, y0, side source pixels), global_view
+    # (scale, dx, dy: source -> global-frame pixels; packs before tubes v3 have global_letterbox instead), fingerprint
+
+
+def global_view(meta: dict) -> tuple[float, float, float]:
+    """scale, dx, dy taking a clip's source pixels to its global frame's (any pack version)."""
+    scale, dx, dy = meta["global_view"] if "global_view" in meta else meta["global_letterbox"]
+    return float(scale), float(dx), float(dy)
 
 
 class TubePack:

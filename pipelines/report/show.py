@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dualnet.layouts import get_layout
-from pipelines.formats.tube_packs import TubeSet
+from pipelines.formats.tube_packs import TubeSet, global_view
 from pipelines.io.video import iter_frames
 
 ENTITY_COLOURS = ("#e6194b", "#f58231", "#3cb44b", "#4363d8", "#911eb4", "#42d4f4")
@@ -42,7 +42,7 @@ def render_clip(tubes: TubeSet, name: str, out: str | Path, context_frames: int 
     for c, s in enumerate(shown):
         ax = fig.add_subplot(grid[0, c * ncols // context_frames: (c + 1) * ncols // context_frames])
         image = frames[c] if frames is not None else np.transpose(arrays["frames"][s], (1, 2, 0))
-        scale, pad_x, pad_y = (1.0, 0, 0) if frames is not None else meta["global_letterbox"]
+        scale, pad_x, pad_y = (1.0, 0, 0) if frames is not None else global_view(meta)
         ax.imshow(image)
         kp = arrays["keypoints"][s]
         ok = (kp[:, 2] >= 0.3) & np.isfinite(kp[:, :2]).all(axis=1)

@@ -1,7 +1,8 @@
 """`dualnet export --onnx`: a trained checkpoint as an ONNX graph, for inference without torch or this package.
 
-Inputs are the model's, by name, batch first (any batch size): ``tubes`` (B, T, K, 3, S, S) uint8 and ``frames``
-(B, T, 3, G, G) uint8 for RGB models, ``keypoints`` (B, T, V, 3) float32 (x, y in pixels, score; NaN where
+Inputs are the model's, by name, batch first (any batch size): ``frames`` (B, T, 3, G, G) uint8 for RGB models
+with ``tubes`` (B, T, K, 3, S, S) uint8 (crop SEM) or ``frame_boxes`` (B, T, K, 4) float32 (ROIAlign SEM: the
+entity boxes in the global frames' pixels), ``keypoints`` (B, T, V, 3) float32 (x, y in pixels, score; NaN where
 missing) and ``boxes`` (B, T, K, 4) float32 (x1, y1, x2, y2 pixels) for pose models. Outputs: ``logits``
 (B, classes), ``routing`` (B, K, 2) (the ST / TS weights of each entity) and, with a coarse head,
 ``coarse_logits``. A JSON file beside the graph records the inputs' shapes, the class names and how the inputs
@@ -51,7 +52,12 @@ def example_inputs(model: MicroDualNet, tube_params: TubeParams, batch: int = 2,
     out: dict[str, torch.Tensor] = {}
     if config.uses_rgb:
         s, gs = tube_params.size, tube_params.global_size
-        out["tubes"] = torch.randint(0, 256, (batch, t, k, 3, s, s), generator=g, dtype=torch.uint8)
+        if config.sem == "roialign":
+            centre = torch.rand(batch, t, k, 2, generator=g) * gs * 0.6 + gs * 0.2
+            half = torch.rand(batch, t, k, 1, generator=g) * gs * 0.15 + gs * 0.05
+            out["frame_boxes"] = torch.cat([centre - half, centre + half], dim=-1)
+        else:
+            out["tubes"] = torch.randint(0, 256, (batch, t, k, 3, s, s), generator=g, dtype=torch.uint8)
         out["frames"] = torch.randint(0, 256, (batch, t, 3, gs, gs), generator=g, dtype=torch.uint8)
     if config.uses_pose:
         xy = torch.rand(batch, t, v, 2, generator=g) * 400 + 100

@@ -46,8 +46,21 @@ class ExtractReport(StageReport):
     frames: int = 0  # frames that went through the pose model
 
 
+def check_device(params: ExtractParams) -> None:
+    """Raise ValueError (one line) when `params.device` cannot run here: cuda without onnxruntime's CUDA provider."""
+    if params.device != "cuda":
+        return
+    import onnxruntime
+
+    providers = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in providers:
+        raise ValueError(f"--device cuda: this onnxruntime has no CUDA provider (it has {', '.join(providers)}); "
+                         "install onnxruntime-gpu, or extract with --device cpu")
+
+
 def make_estimator(params: ExtractParams, models_dir: Path | None = None):
     """The pose estimator `params` names; rtmlib models given as URLs are fetched once into `models_dir`."""
+    check_device(params)
     if params.backend == "rtmlib":
         from pipelines.io.downloads import resolve_model
         from pipelines.pose import rtmlib_wholebody as rtm
@@ -55,7 +68,8 @@ def make_estimator(params: ExtractParams, models_dir: Path | None = None):
         models_dir = models_dir if models_dir is not None else Path("cache") / "models"
         det = resolve_model(params.det_model or rtm.DEFAULT_DET, models_dir)
         pose = resolve_model(params.pose_model or rtm.DEFAULT_POSE, models_dir)
-        return rtm.RTMLibEstimator(str(det), str(pose), params.det_input_size, params.pose_input_size)
+        return rtm.RTMLibEstimator(str(det), str(pose), params.det_input_size, params.pose_input_size,
+                                   device=params.device)
     from pipelines.pose.mediapipe_holistic import HolisticEstimator
 
     return HolisticEstimator(params.model_complexity, params.min_detection_confidence,
@@ -219,6 +233,7 @@ def run_extract(
     store = store if isinstance(store, Store) else Store(store)
     progress = progress or Progress()
     started = time.perf_counter()
+    check_device(params)  # before anything is opened or written
     sources = resolve_sources(inputs, video_root, shard)
     spec = extract_spec(params, namespace)
     report = ExtractReport(spec.key)

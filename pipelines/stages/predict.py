@@ -2,7 +2,7 @@
 
 Per video: pose over every frame (the `extract` stage, cached and written block by block), then sliding windows of
 `window` seconds every `stride` seconds. Each window is made like a training clip (entity boxes from the window's
-keypoints, the model's T frames at the segment centres of the tube sampling, crops and the letterboxed frame cut
+keypoints, the model's T frames at the segment centres of the tube sampling, crops and the global frame cut
 from the decoded video) and scored. The video is decoded once, as a stream: only frames that a pending window still
 needs are held, so memory does not grow with the video's length.
 
@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dualnet.entities import entity_boxes, get_entity_set
+from dualnet.entities import entity_boxes, get_entity_set, global_window, window_transform
 from dualnet.layouts import get_layout
 from pipelines.data.clips import segment_indices
-from pipelines.data.crops import crop_boxes, letterbox, sample_indices
+from pipelines.data.crops import crop_boxes, cut_global, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.formats.checkpoints import Predictor
 from pipelines.formats.keypoints import KeypointSet
@@ -122,23 +122,30 @@ class _WindowInputs:
         self.entities = get_entity_set(self.config.entity_set)
         self.size = (width, height)
 
-    def pose(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pose(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """keypoints (T, V, 3), entity boxes (T, K, 4) and entity visibility (T, K) of one window, boxes made from
-        the window's keypoints."""
+        the window's keypoints, and the window's global square (x0, y0, side), as the tubes stage makes a clip's."""
         clip = self.keypoints.load(self.name, window.start, window.end)
         kp = clip.keypoints.astype(np.float64)
-        boxes, visible = entity_boxes(kp, self.layout, self.entities, self.size,
-                                      self.predictor.tube_params.smooth_sigma)
-        rel = window.frames - window.start
-        return kp[rel].astype(np.float32), boxes[rel].astype(np.float32), visible[rel]
-
-    def images(self, frames: dict[int, np.ndarray], window: Window, boxes: np.ndarray) -> tuple[np.ndarray,
-                                                                                                np.ndarray]:
-        """tubes (T, K, 3, S, S) and letterboxed frames (T, 3, G, G), uint8."""
         tp = self.predictor.tube_params
-        tubes = np.stack([crop_boxes(frames[int(i)], boxes[j], tp.size)[0] for j, i in enumerate(window.frames)])
-        globals_ = np.stack([letterbox(frames[int(i)], tp.global_size)[0] for i in window.frames])
-        return tubes, globals_
+        boxes, visible = entity_boxes(kp, self.layout, self.entities, self.size, tp.smooth_sigma)
+        square = global_window(kp, np.asarray(self.layout.body), *self.size, tp.global_view)
+        rel = window.frames - window.start
+        return kp[rel].astype(np.float32), boxes[rel].astype(np.float32), visible[rel], square
+
+    def images(self, frames: dict[int, np.ndarray], window: Window, boxes: np.ndarray,
+               square: np.ndarray) -> dict[str, np.ndarray]:
+        """The window's global frames (T, 3, G, G) uint8 cut at `square`, and with them the entity boxes in their
+        pixels (T, K, 4) for ROIAlign models or the entity crops (T, K, 3, S, S) uint8 for crop models."""
+        tp = self.predictor.tube_params
+        out = {"frames": np.stack([cut_global(frames[int(i)], square, tp.global_size) for i in window.frames])}
+        if self.config.sem == "roialign":
+            scale, dx, dy = window_transform(square, tp.global_size)
+            out["frame_boxes"] = (boxes * scale + np.array([dx, dy, dx, dy])).astype(np.float32)
+        else:
+            out["tubes"] = np.stack([crop_boxes(frames[int(i)], boxes[j], tp.size)[0]
+                                     for j, i in enumerate(window.frames)])
+        return out
 
 
 def _stream_windows(video: Path, windows: list[Window], inputs: _WindowInputs,
@@ -147,7 +154,7 @@ def _stream_windows(video: Path, windows: list[Window], inputs: _WindowInputs,
     needs it."""
     if not uses_rgb:
         for window in windows:
-            kp, boxes, visible = inputs.pose(window)
+            kp, boxes, visible, _ = inputs.pose(window)
             yield {"keypoints": kp, "boxes": boxes, "visible": visible}
         return
     needed = {int(i) for w in windows for i in w.frames}
@@ -160,9 +167,8 @@ def _stream_windows(video: Path, windows: list[Window], inputs: _WindowInputs,
             held[index] = rgb
         while nxt < len(windows) and int(windows[nxt].frames[-1]) <= index:
             w = windows[nxt]
-            kp, boxes, visible = inputs.pose(w)
-            tubes, frames = inputs.images(held, w, boxes)
-            yield {"tubes": tubes, "frames": frames, "keypoints": kp, "boxes": boxes, "visible": visible}
+            kp, boxes, visible, square = inputs.pose(w)
+            yield {**inputs.images(held, w, boxes, square), "keypoints": kp, "boxes": boxes, "visible": visible}
             nxt += 1
             first_needed = int(windows[nxt].frames[0]) if nxt < len(windows) else index + 1
             for i in [i for i in held if i < first_needed]:

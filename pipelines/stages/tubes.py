@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dualnet.entities import entity_boxes, get_entity_set
+from dualnet.entities import entity_boxes, get_entity_set, global_window, window_transform
 from dualnet.layouts import get_layout
-from pipelines.data.crops import crop_boxes, letterbox, sample_indices
+from pipelines.data.crops import crop_boxes, cut_global, sample_indices
 from pipelines.errors import DualnetError, InputError, StoreError
 from pipelines.formats.keypoints import KeypointSet
 from pipelines.formats.params import TubeParams, tubes_spec
@@ -61,15 +61,16 @@ def make_clip_tubes(name: str, keypoints_set: KeypointSet, params: TubeParams, v
     tubes = np.zeros((f, k, 3, params.size, params.size), np.uint8)
     frames = np.zeros((f, 3, params.global_size, params.global_size), np.uint8)
     padding = np.zeros((f, k, 4), np.int16)
-    letter = (1.0, 0, 0)
+    window = global_window(clip.keypoints, np.asarray(layout.body), clip.width, clip.height, params.global_view)
     for j, i in enumerate(index):
         tubes[j], padding[j] = crop_boxes(decoded[int(i)], boxes[i], params.size)
-        frames[j], *letter = letterbox(decoded[int(i)], params.global_size)
+        frames[j] = cut_global(decoded[int(i)], window, params.global_size)
     arrays = {"tubes": tubes, "frames": frames, "boxes": boxes[index].astype(np.float32),
               "visible": visible[index], "padding": padding, "keypoints": clip.keypoints[index].astype(np.float32),
               "frame_index": index.astype(np.int32)}
     meta = {"name": name, "width": clip.width, "height": clip.height, "fps": clip.fps, "num_frames": t,
-            "layout": clip.layout, "global_letterbox": [float(letter[0]), int(letter[1]), int(letter[2])]}
+            "layout": clip.layout, "global_window": [int(v) for v in window],
+            "global_view": list(window_transform(window, params.global_size))}
     return ClipTubes(name, arrays, meta)
 
 
