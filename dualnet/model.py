@@ -180,8 +180,9 @@ class MicroDualNet(nn.Module):
         each frame (see `ModelConfig.mask_invisible`). `frame_boxes` (B, T, K, 4): the entity boxes in the global
         frames' pixels (``sem="roialign"``). Paths that do not run (``none``, or no entities) route with zeros."""
         path = (path or self.config.path) if self.config.entities else "none"
-        if (path in ("st", "dual", "average") and self.st_path is None) or \
-                (path in ("ts", "dual", "average") and self.ts_path is None) or (path == "dual" and self.router is None):
+        needs_st, needs_ts = path in ("st", "dual", "average"), path in ("ts", "dual", "average")
+        if (needs_st and self.st_path is None) or (needs_ts and self.ts_path is None) or \
+                (path == "dual" and self.router is None):
             raise ValueError(f"path {path!r} needs modules a model built for path {self.config.path!r} does not have")
         maps = None
         if self.backbone is not None:
@@ -190,14 +191,15 @@ class MicroDualNet(nn.Module):
             maps = self.frame_maps(frames)  # (B*T, C, h, w): f_CNN, and the entities' with ROIAlign
         if not self.config.entities:  # TSM alone: the clip feature is all the head sees
             h = self.dropout(self.global_features(frames, maps))
-            return DualNetOutput(logits=self.head(h), coarse_logits=self.coarse_head(h) if self.coarse_head is not None else None,
+            coarse = self.coarse_head(h) if self.coarse_head is not None else None
+            return DualNetOutput(logits=self.head(h), coarse_logits=coarse,
                                  routing=h.new_zeros(h.shape[0], self.num_entities, 2), entity_st=None,
                                  entity_ts=None, mac=None)
         x = self.entity_features(tubes, keypoints, boxes, visible, maps, frame_boxes,
                                  frames.shape[-1] if frames is not None else 0)  # (B, T, K, D)
         b, k = x.shape[0], x.shape[2]
-        x_st = self.st_path(x) if path in ("st", "dual", "average") else None
-        x_ts = self.ts_path(x) if path in ("ts", "dual", "average") else None
+        x_st = self.st_path(x) if needs_st else None
+        x_ts = self.ts_path(x) if needs_ts else None
         if path == "dual":
             weights = self.router(x_st, x_ts, self.config.tau)
         else:
