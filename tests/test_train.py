@@ -211,7 +211,7 @@ def test_augmentations_are_deterministic_and_keep_shapes(ma52_tubes):
         return augment(default_collate([dataset[i]]))
 
     a, b = augmented(data, 0), augmented(data, 0)
-    assert set(a) == {"tubes", "frames", "keypoints", "boxes", "visible", "label"}  # the jitter was applied, dropped
+    assert set(a) == {"tubes", "frames", "frame_boxes", "keypoints", "boxes", "visible", "label"}  # jitter applied, dropped
     for key in ("tubes", "frames", "keypoints", "boxes"):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True)  # same (seed, epoch, index)
     assert a["tubes"].shape == (1, *plain[0]["tubes"].shape) and a["tubes"].dtype == torch.uint8
@@ -219,7 +219,7 @@ def test_augmentations_are_deterministic_and_keep_shapes(ma52_tubes):
     assert not torch.equal(a["frames"][0], plain[0]["frames"])
     data.epoch = 1
     assert not torch.equal(augmented(data, 0)["tubes"], a["tubes"])  # a new epoch draws new augmentations
-    assert set(plain[0]) == {"tubes", "frames", "keypoints", "boxes", "visible", "label"}  # evaluation: none to apply
+    assert set(plain[0]) == {"tubes", "frames", "frame_boxes", "keypoints", "boxes", "visible", "label"}  # none to apply
 
 
 def test_ma52_layout_train_eval_and_hidden_label_submission(ma52_tubes, tmp_path):
