@@ -23,6 +23,7 @@ from pipelines.formats.checkpoints import load_model
 from pipelines.formats.params import TrainParams
 from pipelines.formats.tube_packs import TubeSet
 from pipelines.stages.train import run_key, train
+from train_cases import exact_config, exact_params, five_clips, six_clips
 
 pytestmark = requires_shared
 EPOCHS = 6
@@ -188,6 +189,49 @@ def test_torchrun_two_processes_gloo_gives_a_loadable_checkpoint(ma52_tubes, dem
     model = load_model(runs[0].parent / "best.pt")  # a plain single-process model, no DDP prefixes
     out = model(**{k: v.unsqueeze(0) for k, v in _one_clip(ma52_tubes, model.config).items()})
     assert out.logits.shape == (1, 6) and torch.isfinite(out.logits).all()
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def _history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Two runs end with the same weights (to float32 summation order) and the same per-epoch records."""
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    ha, hb = _history(a), _history(b)
+    assert [h["epoch"] for h in ha] == [h["epoch"] for h in hb]
+    for x, y in zip(ha, hb, strict=True):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-6) and x["lr"] == pytest.approx(y["lr"])
+        assert {k: v for k, v in x.items() if k.startswith("val_")} == pytest.approx(
+            {k: v for k, v in y.items() if k.startswith("val_")}, abs=1e-6)
+
+
+def test_torchrun_two_processes_train_as_one_process(ma52_tubes, tmp_path):
+    """Issue 18: 2 processes at batch 2 are 1 process at batch 4, step for step: the same clips per step, each
+    once per epoch (5 clips: the last step's one clip is not padded with a repeat, the second process joins the
+    all-reduce with a zero-weight filler), the step's loss the class-weighted mean over all its clips, and the
+    epoch's record over every process's clips. Final weights and every metrics.jsonl value agree."""
+    store = tmp_path / "store"
+    shutil.copytree(ma52_tubes.store.root, store)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tests" / "torchrun_train.py"), str(store), "2"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    tubes = TubeSet(store)
+    two = store / "train" / run_key(exact_config(), exact_params(batch_size=2), tubes, five_clips(tubes),
+                                    six_clips(tubes))
+    one = train(exact_config(), tubes, five_clips(tubes), six_clips(tubes), exact_params(batch_size=4))
+    assert (two / "done.json").is_file() and one.run_dir != two
+    assert len(_history(two)) == 2
+    _assert_same_run(one.run_dir, two)
 
 
 def _one_clip(tubes: TubeSet, config) -> dict:

@@ -153,9 +153,11 @@ def tubes_key(params: TubeParams, keypoints: StageOutput) -> str:
 
 # --- train ----------------------------------------------------------------------------------------------------
 TRAIN_STAGE = "train"
-TRAIN_VERSION = 3  # 2: crop and colour jitter run batched on the training device (crop jitter by grid_sample)
+TRAIN_VERSION = 4  # 2: crop and colour jitter run batched on the training device (crop jitter by grid_sample)
 # 3: ImageNet weights by default (paper, r50, small) with partial BN; optimiser groups (backbone lr scale, no decay on
 #    norms, biases, embeddings); MAC leaves same-class clips out of the negatives; only the configured path is built
+# 4: steps from pipelines.data.batching (any world size takes the same clips per step, each once, no padding); a
+#    step's loss is the weighted mean over its clips, however many micro-batches and processes share them
 
 
 @dataclass(frozen=True)
