@@ -194,15 +194,6 @@ def test_train_refuses_a_split_with_missing_clips_unless_allowed(ma52_tubes, dem
     assert "split 'val': 6 of 6 clips have cached inputs" in allowed.stdout
 
 
-def test_balanced_sampling_is_refused_under_torchrun(ma52_tubes, demo_csv, tmp_path):
-    """Issue 18.5: under torchrun the DistributedSampler would silently replace `--balance sample`."""
-    cmd = ["train", "--dataset", "csv", "--root", str(demo_csv), "--store", str(ma52_tubes.store.root), "--preset",
-           "tiny", "--epochs", "1", "--balance", "sample"]
-    refused = run_cli(*cmd, env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
-    assert refused.returncode == 2 and "--balance sample cannot be used under torchrun" in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1
-
-
 def test_torchrun_two_processes_gloo_gives_a_loadable_checkpoint(ma52_tubes, demo_csv, tmp_path):
     shutil.copytree(ma52_tubes.store.root, tmp_path / "store")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cli",
@@ -248,22 +239,26 @@ def _assert_same_run(a: Path, b: Path) -> None:
             {k: v for k, v in y.items() if k.startswith("val_")}, abs=1e-6)
 
 
-def test_torchrun_two_processes_train_as_one_process(ma52_tubes, tmp_path):
+@pytest.mark.parametrize("balance", ["reweight", "sample"])
+def test_torchrun_two_processes_train_as_one_process(ma52_tubes, tmp_path, balance):
     """Issue 18: 2 processes at batch 2 are 1 process at batch 4, step for step: the same clips per step, each
     once per epoch (5 clips: the last step's one clip is not padded with a repeat, the second process joins the
     all-reduce with a zero-weight filler), the step's loss the class-weighted mean over all its clips, and the
-    epoch's record over every process's clips. Final weights and every metrics.jsonl value agree."""
+    epoch's record over every process's clips. Final weights and every metrics.jsonl value agree. Class-balanced
+    draws too (issue 18.5: they were refused under torchrun, whose DistributedSampler drew plain shares): every
+    process draws the same order."""
     store = tmp_path / "store"
     shutil.copytree(ma52_tubes.store.root, store)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "torchrun_train.py"), str(store), "2"]
+           str(REPO / "tests" / "torchrun_train.py"), str(store), "2", balance]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-3000:]
     tubes = TubeSet(store)
-    two = store / "train" / run_key(exact_config(), exact_params(batch_size=2), tubes, five_clips(tubes),
-                                    six_clips(tubes))
-    one = train(exact_config(), tubes, five_clips(tubes), six_clips(tubes), exact_params(batch_size=4))
+    two = store / "train" / run_key(exact_config(), exact_params(batch_size=2, balance=balance), tubes,
+                                    five_clips(tubes), six_clips(tubes))
+    one = train(exact_config(), tubes, five_clips(tubes), six_clips(tubes), exact_params(batch_size=4,
+                                                                                       balance=balance))
     assert (two / "done.json").is_file() and one.run_dir != two
     assert len(_history(two)) == 2
     _assert_same_run(one.run_dir, two)

@@ -176,11 +176,6 @@ def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: Lab
         classes: Class names, saved in the checkpoints for `predict` (not part of the run's key).
     """
     store = store if isinstance(store, Store) else Store(store if store is not None else tubes.store.root)
-    if params.balance == "sample" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Under torchrun each process draws a disjoint 1/world of the shuffled clips (DistributedSampler): a
-        # class-balanced draw would be silently replaced by a plain one.
-        raise DualnetError("--balance sample cannot be used under torchrun (each process takes its own share of "
-                           "the clips, unweighted): use --balance reweight, or train in one process")
     rank, world = _distributed()
     progress = progress if progress is not None and rank == 0 else Progress()
     if device is None:
