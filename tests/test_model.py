@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import dualnet
 from dualnet.layouts import get_layout
@@ -50,8 +51,14 @@ def test_preset_forward_backward_every_parameter_learns(name):
     k = model.num_entities
     assert out.logits.shape == (3, config.num_classes) and out.coarse_logits.shape == (3, 7)
     assert out.routing.shape == (3, k, 2) and out.entity_st.shape == (3, k, config.dim)
-    loss, parts = model.loss(out, torch.tensor([0, 1, 2]), torch.tensor([0, 3, 6]))
-    assert torch.isfinite(loss) and set(parts) == {"ce", "mac", "coarse_ce", "total"}
+    labels, coarse = torch.tensor([0, 1, 2]), torch.tensor([0, 3, 6])
+    loss, parts = model.loss(out, labels, coarse)
+    assert set(parts) == {"ce", "mac", "coarse_ce", "total"}
+    assert parts["ce"] == pytest.approx(float(F.cross_entropy(out.logits.detach(), labels)), rel=1e-6)
+    assert parts["coarse_ce"] == pytest.approx(float(F.cross_entropy(out.coarse_logits.detach(), coarse)), rel=1e-6)
+    assert parts["mac"] == pytest.approx(float(out.mac.detach()), rel=1e-6)
+    assert float(loss.detach()) == parts["total"] == pytest.approx(parts["ce"] + config.mac_lambda * parts["mac"]
+                                                          + config.coarse_weight * parts["coarse_ce"], rel=1e-6)
     loss.backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     silent = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]

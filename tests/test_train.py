@@ -23,6 +23,7 @@ from pipelines.formats.checkpoints import load_model
 from pipelines.formats.params import TrainParams
 from pipelines.formats.tube_packs import TubeSet
 from pipelines.stages.train import run_key, train
+from train_cases import exact_config, exact_params, five_clips, six_clips
 
 pytestmark = requires_shared
 EPOCHS = 6
@@ -53,6 +54,26 @@ def _clips(tubes: TubeSet) -> LabelledClips:
     return LabelledClips(names, tuple(range(len(names))))
 
 
+@torch.no_grad()
+def _top1(checkpoint: Path, tubes: TubeSet, clips: LabelledClips) -> float:
+    """Top-1 of a checkpoint's model on `clips`, counted here clip by clip (argmax of the logits, the lower class
+    first on a tie), apart from `predict` and `evaluate`."""
+    from pipelines.data.clips import ClipDataset, model_inputs
+
+    model = load_model(checkpoint).eval()
+    data = ClipDataset(tubes, clips, model.config, TrainParams(), train=False)
+    hits = [int(model(**{k: v.unsqueeze(0) for k, v in model_inputs(data[i]).items()}).logits[0].argmax()) == label
+            for i, label in enumerate(clips.labels)]
+    return sum(hits) / len(hits)
+
+
+def _by_code(tubes: TubeSet, checkpoint: Path) -> LabelledClips:
+    """The 6 sample clips labelled by their MA-52 code, numbered as the checkpoint's classes."""
+    classes = torch.load(checkpoint, map_location="cpu", weights_only=False)["classes"]
+    names = tuple(sorted(tubes.names()))
+    return LabelledClips(names, tuple(classes.index(n[:2]) for n in names))
+
+
 def test_train_then_reuse(ma52_tubes, tmp_path):
     shutil.copytree(ma52_tubes.store.root, tmp_path / "store")
     tubes = TubeSet(tmp_path / "store")
@@ -67,7 +88,12 @@ def test_train_then_reuse(ma52_tubes, tmp_path):
     assert result.epochs_run == 3 and len(result.history) == 3 and not result.reused
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in lines] == [0, 1, 2] and lines[0]["train_loss"] != 9.9
-    assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_top1"] <= 1 for h in result.history)
+    assert all(np.isfinite(h["train_loss"]) for h in result.history)
+    top1 = [h["val_top1"] for h in result.history]
+    assert top1[-1] == pytest.approx(_top1(run_dir / "last.pt", tubes, _clips(tubes)))  # the last epoch's weights
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    assert best["epoch"] == top1.index(max(top1))  # the first epoch at the best validation Top-1
+    assert max(top1) == pytest.approx(_top1(run_dir / "best.pt", tubes, _clips(tubes)))
     assert {"last.pt", "best.pt", "metrics.jsonl", "done.json"} <= {p.name for p in result.run_dir.iterdir()}
     again = train(config, tubes, _clips(tubes), _clips(tubes), params)
     assert again.reused and again.epochs_run == 0 and again.history == result.history
@@ -95,6 +121,10 @@ def test_eval_writes_every_report_section(ma52_tubes, demo_csv, tmp_path):
     assert html.count("data:image/png;base64,") == 4
     metrics = json.loads(open(report.replace("report.html", "metrics.json")).read())
     assert {"top1", "top5", "f1_micro", "f1_macro"} <= set(metrics)
+    best = next((tmp_path / "store" / "train").glob("*/best.pt"))
+    tubes = TubeSet(tmp_path / "store")
+    assert metrics["top1"] == pytest.approx(_top1(best, tubes, _by_code(tubes, best)))
+    assert metrics["f1_micro"] == pytest.approx(metrics["top1"])  # one label a clip: micro-F1 is accuracy
     missing = run_cli("eval", "--dataset", "csv", "--root", str(demo_csv), "--store", str(tmp_path / "store"),
                       "--checkpoint", str(tmp_path / "nope.pt"))
     assert missing.returncode == 2 and "nope.pt: checkpoint not found" in missing.stderr
@@ -164,20 +194,11 @@ def test_train_refuses_a_split_with_missing_clips_unless_allowed(ma52_tubes, dem
     assert "split 'val': 6 of 6 clips have cached inputs" in allowed.stdout
 
 
-def test_balanced_sampling_is_refused_under_torchrun(ma52_tubes, demo_csv, tmp_path):
-    """Issue 18.5: under torchrun the DistributedSampler would silently replace `--balance sample`."""
-    cmd = ["train", "--dataset", "csv", "--root", str(demo_csv), "--store", str(ma52_tubes.store.root), "--preset",
-           "tiny", "--epochs", "1", "--balance", "sample"]
-    refused = run_cli(*cmd, env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
-    assert refused.returncode == 2 and "--balance sample cannot be used under torchrun" in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1
-
-
 def test_torchrun_two_processes_gloo_gives_a_loadable_checkpoint(ma52_tubes, demo_csv, tmp_path):
     shutil.copytree(ma52_tubes.store.root, tmp_path / "store")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cli",
            "train", "--dataset", "csv", "--root", str(demo_csv), "--store", str(tmp_path / "store"), "--preset",
-           "tiny", "--epochs", "2", "--batch-size", "2"]
+           "tiny", "--epochs", "2", "--batch-size", "2", "--accumulate", "2", "--optimizer", "sgd", "--workers", "1"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -185,16 +206,130 @@ def test_torchrun_two_processes_gloo_gives_a_loadable_checkpoint(ma52_tubes, dem
     assert len(runs) == 1
     lines = (runs[0].parent / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # one writer: rank 0
-    model = load_model(runs[0].parent / "best.pt")  # a plain single-process model, no DDP prefixes
-    out = model(**{k: v.unsqueeze(0) for k, v in _one_clip(ma52_tubes, model.config).items()})
-    assert out.logits.shape == (1, 6) and torch.isfinite(out.logits).all()
+    best = runs[0].parent / "best.pt"
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    assert state["params"]["optimizer"] == "sgd" and state["params"]["accumulate"] == 2
+    assert all("momentum_buffer" in s for s in state["optimizer"]["state"].values())
+    # each process takes 3 of the 6 clips as micro-batches of 2 and 1 (the first under no_sync): one step an epoch
+    assert state["scheduler"]["last_epoch"] == state["epoch"] + 1
+    # a plain single-process model (no DDP prefixes) with the weights rank 0 validated
+    top1 = json.loads(lines[state["epoch"]])["val_top1"]
+    assert top1 == pytest.approx(_top1(best, TubeSet(tmp_path / "store"), _by_code(ma52_tubes, best)))
 
 
-def _one_clip(tubes: TubeSet, config) -> dict:
-    from pipelines.data.clips import ClipDataset
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)["model"]
 
-    item = ClipDataset(tubes, _clips(tubes), config, TrainParams(), train=False)[0]
-    return {k: item[k] for k in ("tubes", "frames", "keypoints", "boxes")}
+
+def _history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Two runs end with the same weights (to float32 summation order) and the same per-epoch records."""
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    ha, hb = _history(a), _history(b)
+    assert [h["epoch"] for h in ha] == [h["epoch"] for h in hb]
+    for x, y in zip(ha, hb, strict=True):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-6) and x["lr"] == pytest.approx(y["lr"])
+        assert {k: v for k, v in x.items() if k.startswith("val_")} == pytest.approx(
+            {k: v for k, v in y.items() if k.startswith("val_")}, abs=1e-6)
+
+
+@pytest.mark.parametrize("balance", ["reweight", "sample"])
+def test_torchrun_two_processes_train_as_one_process(ma52_tubes, tmp_path, balance):
+    """Issue 18: 2 processes at batch 2 are 1 process at batch 4, step for step: the same clips per step, each
+    once per epoch (5 clips: the last step's one clip is not padded with a repeat, the second process joins the
+    all-reduce with a zero-weight filler), the step's loss the class-weighted mean over all its clips, and the
+    epoch's record over every process's clips. Final weights and every metrics.jsonl value agree. Class-balanced
+    draws too (issue 18.5: they were refused under torchrun, whose DistributedSampler drew plain shares): every
+    process draws the same order."""
+    store = tmp_path / "store"
+    shutil.copytree(ma52_tubes.store.root, store)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tests" / "torchrun_train.py"), str(store), "2", balance]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    tubes = TubeSet(store)
+    two = store / "train" / run_key(exact_config(), exact_params(batch_size=2, balance=balance), tubes,
+                                    five_clips(tubes), six_clips(tubes))
+    one = train(exact_config(), tubes, five_clips(tubes), six_clips(tubes), exact_params(batch_size=4,
+                                                                                       balance=balance))
+    assert (two / "done.json").is_file() and one.run_dir != two
+    assert len(_history(two)) == 2
+    _assert_same_run(one.run_dir, two)
+
+
+def test_accumulated_micro_batches_train_as_one_batch(ma52_tubes, tmp_path):
+    """--accumulate 2 at batch 2 is batch 4: the same clips per step and the same step, counted once (5 clips: the
+    last step is one micro-batch of one clip, which is the whole step, not half of one)."""
+    tubes = ma52_tubes
+    accumulated = train(exact_config(), tubes, five_clips(tubes), six_clips(tubes),
+                        exact_params(batch_size=2, accumulate=2), store=tmp_path / "accumulated")
+    whole = train(exact_config(), tubes, five_clips(tubes), six_clips(tubes), exact_params(batch_size=4),
+                  store=tmp_path / "whole")
+    _assert_same_run(accumulated.run_dir, whole.run_dir)
+    state = torch.load(accumulated.run_dir / "last.pt", map_location="cpu", weights_only=False)
+    assert state["scheduler"]["last_epoch"] == 2 * 2  # optimizer steps: 2 epochs of ceil(5 / (2 x 2))
+
+
+def test_sgd_takes_a_nesterov_momentum_step(ma52_tubes, tmp_path):
+    """--optimizer sgd is SGD with Nesterov momentum 0.9: one step of all 6 clips moves each weight by
+    -lr x (1 + 0.9) x (gradient + weight decay x weight), the gradient computed here on the same clips, and the
+    checkpoint holds each weight's momentum buffer (gradient + decay, the first step's)."""
+    from torch.utils.data import default_collate
+
+    from dualnet.losses import class_weights
+    from dualnet.model import MicroDualNet
+    from pipelines.data.clips import ClipDataset, model_inputs
+
+    tubes, config, clips = ma52_tubes, exact_config(), six_clips(ma52_tubes)
+    params = exact_params(epochs=1, batch_size=6)  # one step, whose warm-up factor is 1: lr at its peak
+    result = train(config, tubes, clips, None, params, store=tmp_path / "store")
+    state = torch.load(result.run_dir / "last.pt", map_location="cpu", weights_only=False)
+
+    torch.manual_seed(params.seed)
+    model = MicroDualNet(config)  # the run's start
+    data = ClipDataset(tubes, clips, config, params, train=True)  # epoch 0: the clips as the run drew them
+    batch = augment(default_collate([data[i] for i in range(len(data))]))
+    weights = torch.tensor(class_weights(np.bincount(clips.labels, minlength=3)), dtype=torch.float32)
+    loss, _ = model.loss(model(**model_inputs(batch), labels=batch["label"]), batch["label"], None, weights)
+    loss.backward()
+    groups = model.parameter_groups(params.lr, params.weight_decay)
+    decay = {id(p): group["weight_decay"] for group in groups for p in group["params"]}
+    saved = state["optimizer"]
+    assert all(g["momentum"] == 0.9 and g["nesterov"] and g["lr"] == params.lr for g in saved["param_groups"])
+    indices = [i for group in saved["param_groups"] for i in group["params"]]  # the checkpoint numbers weights
+    for i, p in zip(indices, [p for group in groups for p in group["params"]], strict=True):  # in group order
+        torch.testing.assert_close(saved["state"][i]["momentum_buffer"], p.grad + decay[id(p)] * p.detach())
+    for name, p in model.named_parameters():
+        step = p.grad + decay[id(p)] * p.detach()
+        torch.testing.assert_close(state["model"][name], p.detach() - params.lr * 1.9 * step,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_loader_workers_give_the_same_run(ma52_tubes, tmp_path, monkeypatch):
+    """--workers 2 loads clips in 2 worker processes and trains the same run as loading in the main process: a
+    clip's random draws are seeded by (seed, epoch, index), not by the process that loads it."""
+    import pipelines.stages.train as stage
+
+    made = []
+
+    class Recording(stage.DataLoader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.num_workers)
+
+    monkeypatch.setattr(stage, "DataLoader", Recording)
+    tubes = ma52_tubes
+    runs = [train(exact_config(), tubes, five_clips(tubes), six_clips(tubes), exact_params(batch_size=2),
+                  store=tmp_path / str(workers), num_workers=workers).run_dir for workers in (0, 2)]
+    assert made == [0] * 3 + [2] * 3  # validation, then one loader per epoch
+    _assert_same_run(*runs)
 
 
 def test_augmentations_are_deterministic_and_keep_shapes(ma52_tubes):
@@ -211,7 +346,8 @@ def test_augmentations_are_deterministic_and_keep_shapes(ma52_tubes):
         return augment(default_collate([dataset[i]]))
 
     a, b = augmented(data, 0), augmented(data, 0)
-    assert set(a) == {"tubes", "frames", "frame_boxes", "keypoints", "boxes", "visible", "label"}  # jitter applied, dropped
+    keys = {"tubes", "frames", "frame_boxes", "keypoints", "boxes", "visible", "label"}
+    assert set(a) == keys  # the jitter was applied, dropped
     for key in ("tubes", "frames", "keypoints", "boxes"):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True)  # same (seed, epoch, index)
     assert a["tubes"].shape == (1, *plain[0]["tubes"].shape) and a["tubes"].dtype == torch.uint8
@@ -219,7 +355,7 @@ def test_augmentations_are_deterministic_and_keep_shapes(ma52_tubes):
     assert not torch.equal(a["frames"][0], plain[0]["frames"])
     data.epoch = 1
     assert not torch.equal(augmented(data, 0)["tubes"], a["tubes"])  # a new epoch draws new augmentations
-    assert set(plain[0]) == {"tubes", "frames", "frame_boxes", "keypoints", "boxes", "visible", "label"}  # none to apply
+    assert set(plain[0]) == keys  # evaluation: none to apply
 
 
 def test_ma52_layout_train_eval_and_hidden_label_submission(ma52_tubes, tmp_path):

@@ -171,6 +171,8 @@ TRAIN_VERSION = 4  # 2: crop and colour jitter run batched on the training devic
 #    norms, biases, embeddings); MAC leaves same-class clips out of the negatives; only the configured path is built
 # 4: a horizontal flip also mirrors the face points (MediaPipe's 468, iBUG's 68, OpenPose's 70), which the face entity
 #    encodes point by point (issue 13)
+#    and steps from pipelines.data.batching (any world size takes the same clips per step, each once, no padding); a
+#    step's loss is the weighted mean over its clips, however many micro-batches and processes share them
 
 
 @dataclass(frozen=True)

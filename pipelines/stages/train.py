@@ -10,6 +10,7 @@ ends where an uninterrupted run ends.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -26,6 +27,7 @@ from dualnet.config import ModelConfig
 from dualnet.entities import get_entity_set
 from dualnet.losses import class_weights as weighting
 from dualnet.model import MicroDualNet
+from pipelines.data.batching import plan_steps
 from pipelines.data.clips import LabelledClips, augment, batch_to, make_dataset, model_inputs, predict
 from pipelines.errors import DualnetError, StoreError
 from pipelines.formats.params import TRAIN_STAGE as STAGE
@@ -89,6 +91,16 @@ def _barrier(world: int) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def _sum_over_processes(x: torch.Tensor, world: int, dev: torch.device) -> torch.Tensor:
+    if world == 1:
+        return x
+    import torch.distributed as dist
+
+    x = x.to(dev)  # nccl reduces CUDA tensors only
+    dist.all_reduce(x)
+    return x.cpu()
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -164,11 +176,6 @@ def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: Lab
         classes: Class names, saved in the checkpoints for `predict` (not part of the run's key).
     """
     store = store if isinstance(store, Store) else Store(store if store is not None else tubes.store.root)
-    if params.balance == "sample" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Under torchrun each process draws a disjoint 1/world of the shuffled clips (DistributedSampler): a
-        # class-balanced draw would be silently replaced by a plain one.
-        raise DualnetError("--balance sample cannot be used under torchrun (each process takes its own share of "
-                           "the clips, unweighted): use --balance reweight, or train in one process")
     rank, world = _distributed()
     progress = progress if progress is not None and rank == 0 else Progress()
     if device is None:
@@ -214,12 +221,15 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
     else:
         optimizer = torch.optim.SGD(groups, lr=params.lr, momentum=0.9, nesterov=True, weight_decay=params.weight_decay)
     train_set = make_dataset(tubes, train_clips, config, params, train=True)
-    steps_per_epoch = math.ceil(len(train_set) / world / params.batch_size / params.accumulate)
+    steps_per_epoch = math.ceil(len(train_set) / (params.batch_size * params.accumulate * world))  # plan_steps'
     scheduler = _schedule(optimizer, params, steps_per_epoch)
-    counts = np.bincount(train_clips.labels, minlength=config.num_classes).astype(np.float64)
+    labels = np.asarray(train_clips.labels)
+    counts = np.bincount(labels, minlength=config.num_classes).astype(np.float64)
     class_weights = None
+    clip_weight = np.ones(len(labels))  # each clip's weight in the loss (its class's, when reweighting)
     if params.balance == "reweight":
         class_weights = torch.tensor(weighting(counts, params.class_weights), dtype=torch.float32, device=dev)
+        clip_weight = class_weights.double().cpu().numpy()[labels]
     data = data_record(tubes)
     start_epoch, best, history = 0, -1.0, []
     last = run_dir / "last.pt"
@@ -246,41 +256,45 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
                                 batch_size=params.batch_size, num_workers=num_workers, pin_memory=pin)
     for epoch in range(start_epoch, params.epochs):
         train_set.epoch = epoch
+        # One order for every world size (each process draws the same one), cut into steps by `plan_steps`: a step
+        # is the same clips in one process or shared by several, each clip once per epoch.
         order = torch.Generator().manual_seed(params.seed * 100_003 + epoch)
-        if world > 1:  # each rank a disjoint 1/world of the (shuffled) clips
-            sampler = torch.utils.data.DistributedSampler(train_set, world, rank, shuffle=True,
-                                                          seed=params.seed)
-            sampler.set_epoch(epoch)
-            loader = DataLoader(train_set, batch_size=params.batch_size, sampler=sampler, num_workers=num_workers,
-                                pin_memory=pin)
-        elif params.balance == "sample":
-            per_clip = 1.0 / counts[np.asarray(train_clips.labels)]
-            sampler = torch.utils.data.WeightedRandomSampler(per_clip, len(train_set), generator=order)
-            loader = DataLoader(train_set, batch_size=params.batch_size, sampler=sampler, num_workers=num_workers,
-                                pin_memory=pin)
+        if params.balance == "sample":
+            drawn = list(torch.utils.data.WeightedRandomSampler(1.0 / counts[labels], len(train_set), generator=order))
         else:
-            loader = DataLoader(train_set, batch_size=params.batch_size, shuffle=True, generator=order,
-                                num_workers=num_workers, pin_memory=pin)
+            drawn = torch.randperm(len(train_set), generator=order).tolist()
+        steps = plan_steps(drawn, params.batch_size, params.accumulate, world, rank)
+        loader = iter(DataLoader(train_set, batch_sampler=[list(m) for step in steps for m in step.micro],
+                                 num_workers=num_workers, pin_memory=pin))
         model.train()
-        started, seen, losses = time.perf_counter(), 0, []
-        optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(loader):
-            batch = augment(batch_to(batch, dev))
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                out = net(**model_inputs(batch), labels=batch["label"])
-                loss, _ = model.loss(out, batch["label"], batch.get("coarse"), class_weights)
-            (loss / params.accumulate).backward()
-            if (i + 1) % params.accumulate == 0 or i + 1 == len(loader):
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-            seen += len(batch["label"])
-            losses.append(float(loss.detach()))
-            progress.advance(1, f"loss {losses[-1]:.3f} lr {scheduler.get_last_lr()[0]:.2e} "
-                                f"{seen / max(time.perf_counter() - started, 1e-9):.1f} clips/s")
-            kill_point("train.batch")
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
-                  "clips_per_s": world * seen / max(time.perf_counter() - started, 1e-9)}
+        started = time.perf_counter()
+        totals = torch.zeros(3, dtype=torch.float64)  # over this process's clips: sum of weight * loss, weight, clips
+        for step in steps:
+            step_weight = clip_weight[list(step.clips)].sum()
+            for j, micro in enumerate(step.micro):
+                batch = augment(batch_to(next(loader), dev))
+                weight = 0.0 if step.is_filler(j) else clip_weight[list(micro)].sum()
+                if step.is_filler(j) and "visible" in batch:  # nor an anchor or negative of MAC (mask_invisible)
+                    batch["visible"] = torch.zeros_like(batch["visible"])
+                # the step's loss is the weighted mean over all its clips: DDP averages the processes' gradients,
+                # so each micro-batch's mean counts by its share of the step's weight, times the world size
+                sync = contextlib.nullcontext() if world == 1 or j == len(step.micro) - 1 else net.no_sync()
+                with sync:
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                        out = net(**model_inputs(batch), labels=batch["label"])
+                        loss, _ = model.loss(out, batch["label"], batch.get("coarse"), class_weights)
+                    (loss * (world * weight / step_weight)).backward()
+                if not step.is_filler(j):
+                    totals += torch.tensor([weight * float(loss.detach()), weight, len(micro)], dtype=torch.float64)
+                kill_point("train.batch")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            progress.advance(1, f"loss {float(loss.detach()):.3f} lr {scheduler.get_last_lr()[0]:.2e} "
+                                f"{world * float(totals[2]) / max(time.perf_counter() - started, 1e-9):.1f} clips/s")
+        totals = _sum_over_processes(totals, world, dev)  # the same record as one process taking every clip
+        record = {"epoch": epoch, "train_loss": float(totals[0] / totals[1]), "lr": scheduler.get_last_lr()[0],
+                  "clips_per_s": float(totals[2]) / max(time.perf_counter() - started, 1e-9)}
         if rank > 0:
             _barrier(world)  # rank 0 validates and writes the checkpoint
             continue
