@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import tempfile
 import time
@@ -127,6 +128,9 @@ def main() -> None:
             times["alone"].append(mediapipe_alone())
             times["w1"].append(pipeline(1))
             times["w2"].append(pipeline(2))
+        # the largest resident memory any pool worker (the 2-worker runs' processes) reached: a worker holds its
+        # MediaPipe graph, the frame in hand and a block of keypoints, never the video
+        worker_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         per_frame = breakdown()
         estimator.close()
         alone_seconds = min(times["alone"])
@@ -155,6 +159,7 @@ def main() -> None:
             "overhead_workers_1": round(alone_fps / results[1]["frames_per_s"] - 1, 4),
             "workers_1_over_mediapipe_alone": round(results[1]["frames_per_s"] / alone_fps, 4),
             "workers_2_over_mediapipe_alone": round(results[2]["frames_per_s"] / alone_fps, 4),
+            "peak_rss_mb_per_worker": round(worker_peak_mb, 1),
             "scaling_workers_2_over_1": round(results[2]["frames_per_s"] / results[1]["frames_per_s"], 3),
             "targets": {"workers_1_over_mediapipe_alone": ">= 0.95", "workers_2_over_mediapipe_alone": ">= 1.0"},
         }

@@ -131,7 +131,8 @@ def extract(
     inputs: Annotated[list[str], typer.Argument(help="Videos, folders, glob patterns or dataset list files.")],
     store: StoreOption = Path("cache"),
     video_root: Annotated[Path | None, typer.Option(help="Folder that list-file entries are relative to.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (one pose model each).")] = 1,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (one pose model each); 0 = one per 1.36 "
+                                                     "available cores, what one MediaPipe process uses.")] = 0,
     shard: Annotated[str, typer.Option(help="Take the deterministic i-th of n parts of the items (0-based).")] = "0/1",
     model_complexity: Annotated[int, typer.Option(help="MediaPipe pose model: 0 lite, 1 full, 2 heavy.")] = 1,
     min_detection_confidence: Annotated[float, typer.Option(help="Person detection threshold.")] = 0.5,

@@ -133,6 +133,21 @@ def test_two_workers_give_the_same_keypoints(ma52_store, tmp_path):
     assert_same_keypoints(KeypointSet(tmp_path / "store"), KeypointSet(ma52_store))
 
 
+def test_default_workers_follow_the_cores(monkeypatch, tmp_path):
+    """Issue 19: `extract` (CLI default --workers 0) runs one worker per 1.36 available cores, what one MediaPipe
+    process was measured to keep busy, rounded up: 2 on this 2-core machine (1.14x one worker, measured)."""
+    from pipelines.stages import extract as stage
+
+    assert [stage.default_workers(c) for c in (1, 2, 4, 16, 64)] == [1, 2, 3, 12, 48]
+    monkeypatch.setattr(stage.os, "sched_getaffinity", lambda _: set(range(16)))  # a 16-core CPU set
+    assert stage.default_workers() == 12
+    seen = {}
+    monkeypatch.setattr(stage, "_run_pool", lambda todo, *args: seen.setdefault("workers", args[-2]))
+    monkeypatch.setattr(stage, "_run_inline", lambda *args: seen.setdefault("workers", 1))
+    stage.run_extract([str(shortest_clip())], tmp_path / "store", workers=0)
+    assert seen == {"workers": 12}
+
+
 NTU_SAMPLE = OTHER_VIDEOS / "pyskl__ntu_sample.avi"  # 72 frames, 1920 x 1080, two men
 TORSO = [11, 12, 23, 24]  # MediaPipe's shoulders and hips
 # Hand-checked (issue 18): frames 0, 10, ..., 70 and 71 were decoded with PyAV, drawn with a grid every 25 px and the

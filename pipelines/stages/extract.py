@@ -8,6 +8,7 @@ it, a changed video is redone, and a killed run resumes with the missing items o
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import shutil
@@ -44,6 +45,16 @@ class ExtractReport(StageReport):
     """What one `run_extract` call did: items processed, skipped (same content already stored), failed."""
 
     frames: int = 0  # frames that went through the pose model
+
+
+MEDIAPIPE_CORES = 1.36  # cores one MediaPipe Holistic process keeps busy (bench/bench_extract.py, `cores_used`)
+
+
+def default_workers(cores: int | None = None) -> int:
+    """Worker processes for `cores` available cores (default: this process's CPU set): one per MEDIAPIPE_CORES,
+    rounded up (2 cores: 2 workers measured 1.14x one; 16: 12; 64: 48)."""
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, math.ceil(cores / MEDIAPIPE_CORES))
 
 
 def check_device(params: ExtractParams) -> None:
@@ -234,6 +245,7 @@ def run_extract(
     progress = progress or Progress()
     started = time.perf_counter()
     check_device(params)  # before anything is opened or written
+    workers = workers if workers > 0 else default_workers()
     sources = resolve_sources(inputs, video_root, shard)
     spec = extract_spec(params, namespace)
     report = ExtractReport(spec.key)
