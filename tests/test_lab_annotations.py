@@ -10,11 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import MA52_VIDEOS, requires_shared, run_cli
+from conftest import MA52_VIDEOS, REPO, requires_shared, run_cli
 from pipelines.data.datasets import boris, elan
 from pipelines.errors import InputError
+from pipelines.experiment import load_config, run_config, run_predict
 from pipelines.io.annotations import read_boris, read_elan
 from pipelines.report.annotations import write_boris
+from pipelines.stages.predict import PredictParams
 
 pytestmark = requires_shared
 CLIPS = ["B1_nodding__0019_02_0078", "B2_shaking_head__0035_02_0007", "B3_turning_head__0010_02_0101"]
@@ -150,24 +152,23 @@ def test_annotations_train_a_model_that_predicts_and_is_scored_against_them(lab,
     -> `dualnet predict` on the long video -> `dualnet agree` with the same annotations."""
     root, video, segments, eaf, _ = lab
     store = tmp_path / "store"
-    result = run_cli("run", "configs/lab.toml", "--root", str(root), "--store", str(store), "--stages",
-                     "cut,extract,tubes,train", "--set", "model.preset=tiny", "--set", "train.epochs=2", "--set",
-                     "train.batch_size=3", "--set", "train.val_split=''")
-    assert result.returncode == 0, result.stderr
-    assert "cut: 3 segment clip(s)" in result.stdout and "3 processed, 0 skipped, 0 failed" in result.stdout
-    assert "trained 2 epoch(s)" in result.stdout
+    # in process: the CLI's `run` is the bad-input test's, and each `python -m cli` costs ~3 s of imports
+    overrides = ["model.preset='tiny'", "train.epochs=2", "train.batch_size=3", "train.val_split=''"]
+    report = run_config(load_config(REPO / "configs" / "lab.toml", overrides), root, store,
+                        ["cut", "extract", "tubes", "train"])
+    lines = "\n".join(report.lines)
+    assert "cut: 3 segment clip(s)" in lines and "3 processed, 0 skipped, 0 failed" in lines, lines
+    assert "trained 2 epoch(s)" in lines, lines
     from pipelines.io.video import probe
 
     cut = {p.stem: probe(p).declared_frames for p in (store / "clips" / "elan").glob("*.mp4")}
     assert cut == {f"talk_{round(s * 30)}_{round(e * 30)}": round(e * 30) - round(s * 30) for _, s, e in segments}
-    checkpoint = next((store / "train").glob("*/last.pt"))
     out = tmp_path / "predicted"
-    result = run_cli("predict", str(video), "--checkpoint", str(checkpoint), "--store", str(store), "--window",
-                     "1.0", "--stride", "0.5", "--out", str(out), "--no-plot")
-    assert result.returncode == 0, result.stderr
+    (prediction,) = run_predict([str(video)], report.checkpoint, store, PredictParams(window=1.0, stride=0.5), out,
+                                plot=False).videos
     timeline = pd.read_csv(out / "talk" / "timeline.csv")
     assert set(timeline["label"]) <= {*LABELS, "(nobody)"} and len(timeline) >= 1
-    assert timeline["end_s"].max() == pytest.approx(142 / 30)
+    assert timeline["end_s"].max() == pytest.approx(142 / 30) and prediction.duration_s == pytest.approx(142 / 30)
     result = run_cli("agree", str(out / "talk"), str(eaf), "--tier", "Behaviour", "--bin", "0.1")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out / "talk" / "agreement.csv").set_index("label")
