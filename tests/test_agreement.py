@@ -50,6 +50,8 @@ def test_kappa_over_bins_equals_scikit_learns():
     # coarser bins, a last bin shorter than the others (5.5 / 0.4: 13 full bins and one of 0.3 s, centre 5.35 s)
     coarse = agreement(PREDICTED, TRUTH, 5.5, 0.4)
     centres = [0.2 + 0.4 * i for i in range(13)] + [5.35]
+    # a short last bin takes the label at its own centre (0.225 s here), not at a full bin's (0.3 s)
+    assert bin_labels(segments(("a", 0.0, 0.05), ("b", 0.05, 0.25)), 0.25, 0.2).tolist() == ["b", "b"]
     assert coarse.bins == 14 and coarse.kappa == pytest.approx(cohen_kappa_score(
         [label_at(TRUTH, t) for t in centres], [label_at(PREDICTED, t) for t in centres]), abs=1e-12)
 
@@ -67,9 +69,11 @@ def test_kappa_by_hand():
 
 def test_segments_match_one_to_one_at_the_iou():
     truth = segments(("a", 0.0, 2.0), ("a", 5.0, 7.0), ("a", 10.0, 11.0), ("b", 3.0, 4.0))
-    predicted = segments(("a", 0.2, 2.2), ("a", 5.0, 5.8), ("a", 9.9, 11.0), ("a", 12.0, 13.0), ("c", 3.0, 4.0))
+    predicted = segments(("a", 0.2, 2.2), ("a", 5.0, 5.8), ("a", 9.9, 11.0), ("a", 12.0, 13.0), ("c", 3.0, 4.0),
+                         ("(nobody)", 13.0, 20.0))
     # IoUs with the annotated a's: 1.8/2.2 = 0.82 (match), 0.8/2 = 0.4 (none), 1/1.1 = 0.91 (match), 0 (none)
     table = segment_table(predicted, truth).set_index("label")
+    assert table.index.tolist() == ["a", "b", "c"]  # (nobody) is not behaviour: no row
     assert table.loc["a", ["annotated", "predicted", "matched"]].tolist() == [3, 4, 2]
     assert table.loc["a", "precision"] == 0.5 and table.loc["a", "recall"] == pytest.approx(2 / 3)
     assert table.loc["a", "f1"] == pytest.approx(2 * 2 / 7)
