@@ -614,14 +614,16 @@ def agree(
     bin_s: Annotated[float, typer.Option("--bin", help="Seconds per time bin of Cohen's kappa.")] = 0.1,
     iou: Annotated[float, typer.Option(help="Temporal IoU at which a predicted and an annotated segment match.")
                    ] = 0.5,
-    out: Annotated[Path | None, typer.Option(help="Folder for agreement.csv / .json (default: the timeline's).")
-                   ] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for agreement.csv / .json and review.html (default: the "
+                                                  "timeline's).")] = None,
+    video_root: Annotated[Path | None, typer.Option(help="Find the video (for review.html) here by file name.")
+                          ] = None,
 ) -> None:
     """Agreement of a predicted timeline with a lab's annotations: per-label segment precision / recall at an IoU,
     counts and seconds each side, and Cohen's kappa over time bins."""
     from pipelines.report.agreement import agree_files
 
-    result, files = agree_files(predicted, truth, tier or None, bin_s, iou, out)
+    result, files, note = agree_files(predicted, truth, tier or None, bin_s, iou, out, video_root)
     table = Table(title=f"segments matched at IoU >= {iou:g}")
     for col in ("label", "annotated", "predicted", "matched", "precision", "recall", "annotated s", "predicted s"):
         table.add_column(col, justify="left" if col == "label" else "right")
@@ -636,6 +638,10 @@ def agree(
     kappa = "undefined (one category throughout)" if result.kappa != result.kappa else f"{result.kappa:.3f}"
     console.print(f"Cohen's kappa over {result.bins} bins of {bin_s:g} s: {kappa} (observed agreement "
                   f"{result.observed:.3f}) -> {files['csv']}", highlight=False)
+    if note:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"review page (both tracks) -> {files['review']}", highlight=False)
 
 
 @command()

@@ -96,7 +96,8 @@ def test_agree_picks_the_videos_boris_track_and_bad_input_is_one_line(tmp_path):
     write_boris(TRUTH.assign(score=1.0), tmp_path / "talk.mp4", 6.0, 30.0, boris)
     other = pd.read_csv(boris, sep="\t").assign(**{"Media file": str(tmp_path / "other.mp4")})
     pd.concat([pd.read_csv(boris, sep="\t"), other]).to_csv(boris, sep="\t", index=False)  # two videos in one file
-    result, files = agree_files(folder, boris)
+    result, files, note = agree_files(folder, boris)
+    assert "no review page" in note and "talk.mp4' not found" in note and "review" not in files  # no video here
     assert result.duration_s == 6.0 and result.bins == 60  # the video's length from summary.csv
     assert result.kappa == pytest.approx(agreement(PREDICTED, TRUTH, 6.0).kappa)
     assert pd.read_csv(files["csv"]).set_index("label").loc["a", "annotated"] == 2

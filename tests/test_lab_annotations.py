@@ -169,8 +169,15 @@ def test_annotations_train_a_model_that_predicts_and_is_scored_against_them(lab,
     timeline = pd.read_csv(out / "talk" / "timeline.csv")
     assert set(timeline["label"]) <= {*LABELS, "(nobody)"} and len(timeline) >= 1
     assert timeline["end_s"].max() == pytest.approx(142 / 30) and prediction.duration_s == pytest.approx(142 / 30)
+    page = (out / "talk" / "review.html").read_text()  # predict's review page: the predicted track alone
+    src = page.split('<video id="video"')[1].split('src="')[1].split('"')[0]
+    assert not Path(src).is_absolute() and (out / "talk" / src).resolve() == video.resolve()
+    assert page.count('class="seg"') == len(timeline) and 'id="track-annotated"' not in page
     result = run_cli("agree", str(out / "talk"), str(eaf), "--tier", "Behaviour", "--bin", "0.1")
     assert result.returncode == 0, result.stderr
+    assert "review page (both tracks)" in result.stdout
+    page = (out / "talk" / "review.html").read_text()
+    assert page.split('id="track-annotated"')[1].count('class="seg"') == 3
     table = pd.read_csv(out / "talk" / "agreement.csv").set_index("label")
     assert table.loc[LABELS, "annotated"].tolist() == [1, 1, 1]
     assert table.loc[LABELS, "annotated_s"].round(3).tolist() == [round(e - s, 3) for _, s, e in segments]

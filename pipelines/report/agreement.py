@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import InputError
-from pipelines.io.annotations import Track, read_tracks
+from pipelines.io.annotations import Track, read_tracks, resolve_media
 from pipelines.report.annotations import NO_SUBJECT
 from pipelines.store import safe_name, write_file_atomic
 
@@ -167,10 +167,15 @@ def pick_track(tracks: list[Track], video: str, where: Path) -> Track:
 
 
 def agree_files(predicted: str | Path, truth: str | Path, tier: str | None = None, bin_s: float = 0.1,
-                iou: float = 0.5, out_dir: str | Path | None = None) -> tuple[Agreement, dict[str, Path]]:
+                iou: float = 0.5, out_dir: str | Path | None = None, video_root: str | Path | None = None
+                ) -> tuple[Agreement, dict[str, Path], str]:
     """`dualnet agree`: a predict result (folder or timeline file) against annotations (an ELAN tier or BORIS
-    events); writes ``agreement.csv`` (per label) and ``agreement.json`` (kappa, bins) into `out_dir` (default:
-    the timeline's folder)."""
+    events); writes ``agreement.csv`` (per label), ``agreement.json`` (kappa, bins) and ``review.html`` (both
+    tracks, `report.review`) into `out_dir` (default: the timeline's folder). The review page needs the video,
+    found as the annotations link it (`video_root`: by file name there); without it the page is not written, and
+    the returned note says why ('' when it was)."""
+    from pipelines.report.review import write_review
+
     timeline, video, duration = read_timeline(predicted)
     track = pick_track(read_tracks(truth, tier), video, Path(truth))
     duration = max(duration, float(track.segments["end_s"].max()) if len(track.segments) else 0.0)
@@ -183,4 +188,11 @@ def agree_files(predicted: str | Path, truth: str | Path, tier: str | None = Non
                "duration_s": duration}
     write_file_atomic(files["csv"], lambda p: result.table.to_csv(p, index=False))
     write_file_atomic(files["json"], lambda p: p.write_text(json.dumps(summary, indent=1) + "\n"))
-    return result, files
+    try:
+        media = resolve_media(track, video_root)
+    except InputError as e:
+        return result, files, f"no review page: {e}"
+    files["review"] = folder / "review.html"
+    write_file_atomic(files["review"], lambda p: write_review(video, media, p, timeline, duration, track.segments,
+                                                              result.table))
+    return result, files, ""
