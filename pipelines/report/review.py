@@ -34,7 +34,7 @@ video { max-width: 100%; max-height: 50vh; background: #000; display: block; }
 .seg.current { outline: 3px solid #000; outline-offset: -3px; z-index: 2; }
 .axis { position: relative; height: 1.2em; font-size: 0.7em; color: #666; }
 .axis span { position: absolute; transform: translateX(-50%); }
-#playhead { position: absolute; top: 0; bottom: 1.2em; width: 2px; background: #000; pointer-events: none; }
+#playhead { position: absolute; top: 0; bottom: 1.2em; width: 2px; background: #000; pointer-events: none; z-index: 3; }
 table { border-collapse: collapse; margin-top: 1em; font-size: 0.9em; }
 th, td { padding: 0.2em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
