@@ -281,18 +281,22 @@ def import_(
 
 
 datasets_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                           help="Dataset clip indexes (MA-52, iMiGUE, JHMDB, pyskl, CSV).")
+                           help="Dataset clip indexes (MA-52, iMiGUE, JHMDB, pyskl, CSV, ELAN, BORIS).")
 app.add_typer(datasets_app, name="datasets")
 
 
 @command("show", group=datasets_app)
 def datasets_show(
-    name: Annotated[str, typer.Argument(help="ma52 | imigue | jhmdb | pyskl | csv | shrec17 | shrec17_28")],
+    name: Annotated[str, typer.Argument(help="ma52 | imigue | jhmdb | pyskl | csv | shrec17 | shrec17_28 | elan | "
+                                             "boris")],
     root: Annotated[Path, typer.Argument(help="ma52: annotations folder; imigue: segment CSV; jhmdb: folder of "
-                                              "GT_*.pkl; pyskl: the pickle; csv: the CSV file.")],
+                                              "GT_*.pkl; pyskl: the pickle; csv: the CSV file; elan: an .eaf or a "
+                                              "folder of them; boris: an aggregated-events .tsv or a folder.")],
     protocol: Annotated[str, typer.Option(help="ma52: official, or subject (subject-disjoint train/val).")
                         ] = "official",
     split: Annotated[int, typer.Option(help="jhmdb: which of the 3 official splits.")] = 1,
+    tier: Annotated[str, typer.Option(help="elan: the tier whose annotation values are the labels.")] = "",
+    video_root: Annotated[Path | None, typer.Option(help="elan, boris: find videos here by file name.")] = None,
 ) -> None:
     """Clips per class and split, as a table."""
     from pipelines.data import datasets
@@ -302,6 +306,10 @@ def datasets_show(
             index = datasets.ma52(root, protocol=protocol)
         elif name == "jhmdb":
             index = datasets.jhmdb(root, split)
+        elif name == "elan":
+            index = datasets.elan(root, tier, video_root)
+        elif name == "boris":
+            index = datasets.boris(root, video_root)
         elif name in datasets.ADAPTERS:
             index = datasets.ADAPTERS[name](root)
         else:
@@ -604,6 +612,46 @@ def predict(
                   f"{report.seconds:.1f} s", highlight=False)
     if report.failed:
         raise typer.Exit(1)
+
+
+@command()
+def agree(
+    predicted: Annotated[Path, typer.Argument(help="A `dualnet predict` result folder of one video (or its "
+                                                   "timeline.csv / .parquet).")],
+    truth: Annotated[Path, typer.Argument(help="The video's annotations: an ELAN .eaf (with --tier) or BORIS "
+                                               "aggregated events (.tsv / .csv).")],
+    tier: Annotated[str, typer.Option(help="ELAN: the tier whose annotation values are the labels.")] = "",
+    bin_s: Annotated[float, typer.Option("--bin", help="Seconds per time bin of Cohen's kappa.")] = 0.1,
+    iou: Annotated[float, typer.Option(help="Temporal IoU at which a predicted and an annotated segment match.")
+                   ] = 0.5,
+    out: Annotated[Path | None, typer.Option(help="Folder for agreement.csv / .json and review.html (default: the "
+                                                  "timeline's).")] = None,
+    video_root: Annotated[Path | None, typer.Option(help="Find the video (for review.html) here by file name.")
+                          ] = None,
+) -> None:
+    """Agreement of a predicted timeline with a lab's annotations: per-label segment precision / recall at an IoU,
+    counts and seconds each side, and Cohen's kappa over time bins."""
+    from pipelines.report.agreement import agree_files
+
+    result, files, note = agree_files(predicted, truth, tier or None, bin_s, iou, out, video_root)
+    table = Table(title=f"segments matched at IoU >= {iou:g}")
+    for col in ("label", "annotated", "predicted", "matched", "precision", "recall", "annotated s", "predicted s"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+
+    def share(x: float) -> str:
+        return "-" if x != x else f"{x:.2f}"
+
+    for r in result.table.itertuples():
+        table.add_row(r.label, str(r.annotated), str(r.predicted), str(r.matched), share(r.precision),
+                      share(r.recall), f"{r.annotated_s:.1f}", f"{r.predicted_s:.1f}")
+    console.print(table)
+    kappa = "undefined (one category throughout)" if result.kappa != result.kappa else f"{result.kappa:.3f}"
+    console.print(f"Cohen's kappa over {result.bins} bins of {bin_s:g} s: {kappa} (observed agreement "
+                  f"{result.observed:.3f}) -> {files['csv']}", highlight=False)
+    if note:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"review page (both tracks) -> {files['review']}", highlight=False)
 
 
 @command()

@@ -75,7 +75,7 @@ def _index(config: dict, root: Path):
     ds = config.get("dataset", {})
     name = ds.get("name")
     if name is None:
-        raise InputError("config", "[dataset] needs a name (ma52, imigue, jhmdb, pyskl, csv)")
+        raise InputError("config", "[dataset] needs a name (ma52, imigue, jhmdb, pyskl, csv, elan, boris)")
     if name == "imigue":
         classes = root / ds["classes"] if ds.get("classes") else None
         return imigue(root / ds.get("segments", "segments.csv"), root / ds.get("videos", "videos"), classes,
@@ -83,6 +83,14 @@ def _index(config: dict, root: Path):
     if name == "ma52":
         return load_index("ma52", root / ds.get("annotations", "annotations"), ds.get("protocol", "official"),
                           video_root=root / ds.get("videos", "videos"))
+    if name in ("elan", "boris"):  # a lab's annotations of long videos: clips cut by time range, as iMiGUE's
+        from pipelines.data.datasets import boris, elan
+
+        videos = root / ds["videos"] if ds.get("videos") else None
+        fraction = float(ds.get("val_fraction", 0.25))
+        if name == "elan":
+            return elan(root / ds.get("annotations", ""), ds.get("tier"), videos, fraction)
+        return boris(root / ds.get("annotations", ""), videos, fraction)
     return load_index(name, root / ds.get("annotations", ""), ds.get("protocol", "official"), ds.get("split", 1))
 
 

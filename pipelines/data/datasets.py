@@ -1,7 +1,8 @@
 """Datasets as one clip index: clip id, video or keypoint source, frame range, fine and coarse label, subject, split.
 
 Adapters read each dataset's own files: MA-52 (official lists), iMiGUE (segment CSV), JHMDB (DD-Net pickles, 3
-splits), pyskl pickles (their ``split`` dict) and a generic CSV. Malformed lines fail with the file and line.
+splits), pyskl pickles (their ``split`` dict), a generic CSV, and a lab's own annotations of long videos (an ELAN
+tier, BORIS aggregated events). Malformed lines fail with the file and line.
 """
 
 from __future__ import annotations
@@ -334,8 +335,72 @@ def generic_csv(path: str | Path, root: str | Path | None = None) -> ClipIndex:
     return ClipIndex(path.stem, classes, clips)
 
 
+# -- a lab's own annotations: ELAN tiers, BORIS aggregated events --------------------------------------------
+def annotated(tracks: list, name: str, video_root: str | Path | None = None, val_fraction: float = 0.25
+              ) -> ClipIndex:
+    """Clips cut by time range out of the long videos that annotation tracks (`pipelines.io.annotations.Track`)
+    describe: each segment a clip labelled with its value, its frames ``round(t * fps)`` of its video.
+
+    Classes are the labels, sorted. Splits are by video, so that no video is in both: the ``floor(val_fraction *
+    videos)`` videos with the lowest stable hash of their file name are val, the others train (one video: all
+    train). A video that is missing, or a segment that reaches past its end, fails as one line before anything is
+    cut."""
+    from pipelines.io.annotations import resolve_media
+    from pipelines.io.video import probe
+
+    labelled = []
+    for track in tracks:
+        media = resolve_media(track, video_root)
+        info = probe(media)
+        if info.fps <= 0:
+            raise InputError(media, "declares no frame rate: annotation times cannot become frames")
+        for row in track.segments.itertuples():
+            start, end = round(row.start_s * info.fps), round(row.end_s * info.fps)
+            where = f"{track.path} ({row.label!r} at {row.start_s:g}-{row.end_s:g} s)"
+            if end <= start:
+                raise InputError(where, f"shorter than one frame of {media.name} ({info.fps:g} fps)")
+            if info.declared_frames and end > info.declared_frames:
+                raise InputError(where, f"reaches past the end of {media.name} "
+                                        f"({info.declared_frames / info.fps:.3f} s)")
+            labelled.append((media, row.label, start, end, track.subject, where))
+    classes = sorted({label for _, label, *_ in labelled})
+    videos = sorted({media for media, *_ in labelled}, key=lambda m: stable_hash(["annotated-split", m.name]))
+    val = set(videos[:int(val_fraction * len(videos))])
+    clips, seen = [], {}
+    for media, label, start, end, subject, where in labelled:
+        clip_id = f"{safe_name(media.stem)}_{start}_{end}"
+        if clip_id in seen:
+            raise InputError(where, f"the same frames of {media.name} as {seen[clip_id]}: one video, one track "
+                                    "(the pose pipeline follows one person)")
+        seen[clip_id] = where
+        clips.append(Clip(clip_id, str(media), "val" if media in val else "train", classes.index(label), None,
+                          subject, start, end))
+    return ClipIndex(name, classes, clips)
+
+
+def elan(root: str | Path, tier: str | None = None, video_root: str | Path | None = None,
+         val_fraction: float = 0.25) -> ClipIndex:
+    """ELAN files (an ``.eaf``, or a folder of them): the annotations of the tier named `tier`, their values as
+    labels, each file's linked video cut by time range (see `annotated`)."""
+    from pipelines.io.annotations import annotation_files, read_elan
+
+    if not tier:
+        raise ValueError("the elan dataset needs the name of the tier to read (--tier, or [dataset] tier)")
+    tracks = [read_elan(path, tier) for path in annotation_files(root, (".eaf",))]
+    return annotated(tracks, "elan", video_root, val_fraction)
+
+
+def boris(root: str | Path, video_root: str | Path | None = None, val_fraction: float = 0.25) -> ClipIndex:
+    """BORIS aggregated events (a ``.tsv``/``.csv`` export, or a folder of ``.tsv``): each media file's STATE events
+    per subject as a track, behaviours as labels (see `annotated`)."""
+    from pipelines.io.annotations import annotation_files, read_boris
+
+    tracks = [t for path in annotation_files(root, (".tsv",)) for t in read_boris(path)]
+    return annotated(tracks, "boris", video_root, val_fraction)
+
+
 ADAPTERS = {"ma52": ma52, "imigue": imigue, "jhmdb": jhmdb, "pyskl": pyskl, "csv": generic_csv, "shrec17": shrec17,
-            "shrec17_28": lambda root: shrec17(root, 28)}
+            "shrec17_28": lambda root: shrec17(root, 28), "elan": elan, "boris": boris}
 
 
 # -- from an index to training inputs ---------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from pipelines.io.video import iter_frames
 from pipelines.kill_points import kill_point
 from pipelines.progress import Progress
 from pipelines.report.annotations import NO_SUBJECT, write_boris, write_eaf
+from pipelines.report.review import write_review
 from pipelines.store import StageSpec, Store, safe_name, write_file_atomic, write_json_atomic
 
 STAGE = "predict"
@@ -323,14 +324,18 @@ class PredictReport:
 
 def write_outputs(prediction: VideoPrediction, out_dir: Path, classes: list[str], plot: bool = True,
                   elan: bool = False, boris: bool = False) -> dict:
-    """timeline.csv, timeline.parquet, summary.csv and (with `plot`) timeline.png of one video in `out_dir`; with
-    `elan` / `boris` also ``<video>.eaf`` / ``<video>.boris.tsv`` (`report.annotations`)."""
+    """timeline.csv, timeline.parquet, summary.csv, review.html (`report.review`) and (with `plot`) timeline.png of
+    one video in `out_dir`; with `elan` / `boris` also ``<video>.eaf`` / ``<video>.boris.tsv``
+    (`report.annotations`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"timeline_csv": out_dir / "timeline.csv", "timeline_parquet": out_dir / "timeline.parquet",
              "summary_csv": out_dir / "summary.csv"}
     write_file_atomic(files["timeline_csv"], lambda p: prediction.timeline.to_csv(p, index=False))
     write_file_atomic(files["timeline_parquet"], lambda p: prediction.timeline.to_parquet(p, index=False))
     write_file_atomic(files["summary_csv"], lambda p: prediction.summary.to_csv(p, index=False))
+    files["review"] = out_dir / "review.html"
+    write_file_atomic(files["review"], lambda p: write_review(prediction.name, prediction.source, p,
+                                                              prediction.timeline, prediction.duration_s))
     if plot:
         files["timeline_png"] = out_dir / "timeline.png"
         write_file_atomic(files["timeline_png"], lambda p: plot_timeline(prediction, classes, p))
