@@ -90,6 +90,8 @@ def test_samples_equal_the_eager_dataset_on_real_data(jhmdb):
             assert _same(cached[i], eager[i]), (train, epoch, i)
     # the dataset pickles as an index, not as the keypoints (the eager one carried every clip's arrays)
     assert len(pickle.dumps(cached)) < 64_000 < len(pickle.dumps(eager))
+    copy = pickle.loads(pickle.dumps(cached))  # what a spawned DataLoader worker gets
+    assert all(_same(copy[i], eager[i]) for i in range(0, 145, 11))
     part = torch.utils.data.Subset(cached, range(64))
     loaded = DataLoader(part, batch_size=16, num_workers=2)
     plain = DataLoader(part, batch_size=16, num_workers=0)
