@@ -3,9 +3,10 @@
 
 Tables: ``[dataset]`` (name, protocol, lists/CSV relative to the dataset root, where the videos are), ``[extract]``,
 ``[keypoints]`` (``import = "openpose"`` with a pose preset: import the dataset's own skeletons instead of running
-``extract``; ``folder`` under the root, ``fps``), ``[tubes]``, ``[model]`` (a preset plus any ModelConfig field), ``[train]`` (TrainParams fields, plus
-``train_split``/``val_split``) and ``[eval]`` (split, submission). ``--set table.field=value`` overrides any value
-(the value is read as TOML, so ``--set train.epochs=2`` is an integer and ``--set model.preset=tiny`` a string).
+``extract``; ``folder`` under the root, ``fps``), ``[tubes]``, ``[model]`` (a preset plus any ModelConfig field),
+``[train]`` (TrainParams fields, plus ``train_split``/``val_split``) and ``[eval]`` (split, submission). ``--set
+table.field=value`` overrides any value (the value is read as TOML, so ``--set train.epochs=2`` is an integer and
+``--set model.preset=tiny`` a string).
 
 Stages in order: ``cut`` (segments of long videos into clip files; datasets whose clips are frame ranges),
 ``extract``, ``tubes``, ``train``, ``eval``. ``train`` alone may run under torchrun (several GPUs); the other stages
