@@ -16,6 +16,12 @@ loader yields them (ClipDataset, batch 8: read, sample, flip; crop and colour ji
 device) with 0, 2 and 8 DataLoader workers, and that jitter on this CPU; files on disk. Targets: no-op < 5 s,
 status < 2 s, files < 5,000, and a read rate that feeds the `paper` preset on one H100 (estimated from the model's
 FLOPs): met here, or from the loader cores of a 16-core H100 host at the measured rate per core.
+
+Pose alone (``--pose-only`` fills only the keypoints and measures only this, merging it into an existing --out):
+the pose-only training dataset over all N clips (`KeypointClipDataset`, `pose` preset, k6), each in a fresh
+process: its first start (the pose-clip cache computed), a later start (the cache read), the peak resident memory
+of each, and the clips/s one core feeds (DataLoader, no workers, batch 32, shuffled, flips and keypoint noise on).
+Targets: a start < 30 s with < 2 GB resident, > 500 clips/s per core.
 """
 
 from __future__ import annotations
@@ -47,8 +53,8 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
-    """Write the N-clip store; returns fill timings."""
+def fill(store_root: Path, n: int, real: int, templates: Path, tubes: bool = True) -> dict:
+    """Write the N-clip store (keypoints, and tubes unless told not to); returns fill timings."""
     from pipelines.formats.keypoint_packs import PackWriter
     from pipelines.formats.keypoints import KeypointSet
     from pipelines.formats.params import EXTRACT_VERSION, TUBES_VERSION, ExtractParams, TubeParams, extract_key
@@ -58,10 +64,9 @@ def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
 
     store_root.mkdir(parents=True, exist_ok=True)  # (the fingerprint cache lives in an existing store)
     store = Store(store_root)
-    source_kp, source_tubes = KeypointSet(templates), TubeSet(templates)
+    source_kp = KeypointSet(templates)
     names = source_kp.names()
     clips = [source_kp.load(name) for name in names]
-    real_tubes = [source_tubes.load(name) for name in names]
     videos = store_root.parent / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -92,7 +97,10 @@ def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
     output.finish(Shard())
     store.set_ref("extract", output.key, asdict(params))
     timings["keypoints_s"] = time.perf_counter() - started
+    if not tubes:
+        return timings
 
+    real_tubes = [TubeSet(templates).load(name) for name in names]
     tube_params = TubeParams()
     tubes_out = store.stage("tubes", stage_key(tube_params, output))
     tmp = tubes_out.prepare({"stage": "tubes", "version": TUBES_VERSION, "params": asdict(tube_params),
@@ -128,6 +136,73 @@ def fill(store_root: Path, n: int, real: int, templates: Path) -> dict:
     store.set_ref("tubes", tubes_out.key, asdict(tube_params))
     timings["tubes_s"] = time.perf_counter() - started
     return timings
+
+
+POSE_PROBE = """
+import sys, time
+started = time.perf_counter()
+import torch
+from torch.utils.data import DataLoader
+import dualnet
+from pipelines.data.clips import KeypointClipDataset, LabelledClips
+from pipelines.formats.keypoints import KeypointSet
+from pipelines.formats.params import TrainParams
+store, count = sys.argv[1], int(sys.argv[2])
+imported = time.perf_counter() - started
+keypoints = KeypointSet(store)
+names = keypoints.names()
+clips = LabelledClips(tuple(names), tuple(i % 52 for i in range(len(names))))
+config = dualnet.preset("pose", num_classes=52, entity_set="k6", layout="mediapipe_holistic")
+dataset = KeypointClipDataset(keypoints, clips, config, TrainParams(), True)
+ready = time.perf_counter() - started
+loader = DataLoader(dataset, batch_size=32, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(0))
+next(iter(loader))
+first_batch = time.perf_counter() - started
+torch.set_num_threads(1)  # one core: collation too
+
+
+def rate(params):
+    dataset.params = params
+    best = 0.0
+    for _ in range(3):  # the machine is shared: the best of 3 passes
+        seen, t0 = 0, time.perf_counter()
+        for batch in loader:
+            seen += len(batch["label"])
+            if seen >= count:
+                break
+        best = max(best, seen / (time.perf_counter() - t0))
+    return best
+
+
+default, noise = rate(TrainParams()), rate(TrainParams(keypoint_noise=0.02))
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print({"imports_s": imported, "dataset_s": ready - imported, "first_batch_s": first_batch,
+       "clips_per_s": default, "clips_per_s_keypoint_noise": noise, "peak_rss_mb": peak / 1024})
+"""
+# VmHWM, not getrusage: a child's ru_maxrss keeps its parent's peak across exec on Linux
+
+
+def pose_dataset(store_root: Path, count: int = 6400) -> dict:
+    """The pose-only training dataset over every clip of the store, in fresh processes: the first start computes
+    the pose-clip cache, the second reads it. Each: seconds to import, build the dataset and yield the first batch,
+    clips/s over `count` clips on one core, peak RSS."""
+    import ast
+
+    out = {}
+    for run in ("first_start", "later_start"):
+        result = subprocess.run([sys.executable, "-c", POSE_PROBE, str(store_root), str(count)], cwd=REPO,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        out[run] = {k: round(v, 2 if k.endswith("_s") else 1)
+                    for k, v in ast.literal_eval(result.stdout.strip().splitlines()[-1]).items()}
+        print(run, out[run], flush=True)
+    return out
+
+
+def pose_targets(pose: dict) -> dict:
+    later = pose["later_start"]
+    return {"pose_start_under_30s": later["first_batch_s"] < 30, "pose_rss_under_2gb": later["peak_rss_mb"] < 2048,
+            "pose_over_500_clips_per_s_per_core": later["clips_per_s"] > 500}
 
 
 def read_rate(store_root: Path, names: list[str], workers: int) -> float:
@@ -199,6 +274,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="where the store goes (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
+    parser.add_argument("--pose-only", action="store_true", help="fill keypoints only, measure the pose dataset "
+                                                                   "alone and merge that into --out")
     args = parser.parse_args()
 
     from pipelines.data.clips import LabelledClips
@@ -215,6 +292,15 @@ def main() -> None:
     results: dict = {"clips": args.clips, "real_content_clips": args.real}
     try:
         run_extract([str(CLIPS)], templates)
+        if args.pose_only:
+            fill(store_root, args.clips, args.real, templates, tubes=False)
+            results = json.loads(args.out.read_text()) if args.out.exists() else results
+            results["pose_dataset"] = pose_dataset(store_root)
+            results["pose_dataset"]["command"] = "python bench/bench_scale.py --pose-only"
+            results["pose_dataset"]["when"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            results.setdefault("targets", {}).update(pose_targets(results["pose_dataset"]))
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+            return
         run_tubes(templates)
         results["fill"] = {k: round(v, 1) for k, v in fill(store_root, args.clips, args.real, templates).items()}
         print("filled", results["fill"], flush=True)
@@ -260,6 +346,7 @@ def main() -> None:
                                   "h100_clips_per_s_at_mfu": {str(m): round(c) for m, c in zip(MFU, need,
                                                                                               strict=True)}}
         results["augment_cpu_clips_per_s"] = round(augment_rate_cpu(store_root, real_names), 1)
+        results["pose_dataset"] = pose_dataset(store_root)
         best = max(results["read_clips_per_s"].values())
         per_core = results["read_clips_per_s"]["0"]  # no workers: the main process alone, one core
         results["loader_cores_needed_at_mfu"] = {str(m): round(c / per_core, 1) for m, c in zip(MFU, need,
@@ -270,6 +357,7 @@ def main() -> None:
             "files_under_5000": results["files"] < 5000,
             "read_rate_here_feeds_h100": best >= need[0],  # on this machine's cores
             "feeds_h100_from_a_16_core_host": need[1] / per_core <= H100_HOST_CORES - 1,  # one core trains
+            **pose_targets(results["pose_dataset"]),
         }
         for key_name in ("status_s", "status_cli_s", "noop_extract_s", "noop_tubes_s", "train_bookkeeping_s",
                          "keypoint_index_s"):

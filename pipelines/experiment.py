@@ -2,9 +2,11 @@
 ``configs/imigue.toml``), each stage resumable and content-hashed as when run alone.
 
 Tables: ``[dataset]`` (name, protocol, lists/CSV relative to the dataset root, where the videos are), ``[extract]``,
-``[tubes]``, ``[model]`` (a preset plus any ModelConfig field), ``[train]`` (TrainParams fields, plus
-``train_split``/``val_split``) and ``[eval]`` (split, submission). ``--set table.field=value`` overrides any value
-(the value is read as TOML, so ``--set train.epochs=2`` is an integer and ``--set model.preset=tiny`` a string).
+``[keypoints]`` (``import = "openpose"`` with a pose preset: import the dataset's own skeletons instead of running
+``extract``; ``folder`` under the root, ``fps``), ``[tubes]``, ``[model]`` (a preset plus any ModelConfig field),
+``[train]`` (TrainParams fields, plus ``train_split``/``val_split``) and ``[eval]`` (split, submission). ``--set
+table.field=value`` overrides any value (the value is read as TOML, so ``--set train.epochs=2`` is an integer and
+``--set model.preset=tiny`` a string).
 
 Stages in order: ``cut`` (segments of long videos into clip files; datasets whose clips are frame ranges),
 ``extract``, ``tubes``, ``train``, ``eval``. ``train`` alone may run under torchrun (several GPUs); the other stages
@@ -54,7 +56,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
             value = text.strip()  # a bare word: a string
         config.setdefault(table, {})[key] = value
     for table in config:
-        if table not in ("dataset", "extract", "tubes", "model", "train", "eval"):
+        if table not in ("dataset", "extract", "keypoints", "tubes", "model", "train", "eval"):
             raise InputError(path, f"unknown table [{table}]")
     return config
 
@@ -145,12 +147,36 @@ def choose_entity_set(requested: str, layout: str, uses_rgb: bool) -> tuple[str,
     return chosen, f"entity set: {chosen} (chosen for layout {layout})"
 
 
+def _import_params(config: dict):
+    """The ImportParams of ``[keypoints] import = ...`` (pose alone from a dataset's own skeletons), or None."""
+    from pipelines.formats.params import ImportParams
+
+    table = dict(config.get("keypoints", {}))
+    fmt = table.pop("import", None)
+    if fmt is None:
+        return None
+    table.pop("folder", None)
+    unknown = set(table) - {"fps", "layout", "dtype"}
+    if unknown:
+        raise InputError("config", f"keypoints table: unknown field(s) {', '.join(sorted(unknown))} (known: "
+                                   "import, folder, fps, layout, dtype)")
+    return ImportParams(fmt, **table)
+
+
+def _segments(index) -> dict[str, tuple[str, int, int]]:
+    """Clips cut by frame range from a longer item: clip item name -> (source item, start, end)."""
+    from pipelines.data.datasets import item_name
+
+    return {item_name(c): (Path(c.source).stem, c.start or 0, c.end) for c in index.clips
+            if c.end is not None}
+
+
 def run_config(config: dict, root: str | Path, store: str | Path, stages: list[str] | None = None,
                workers: int = 0) -> RunReport:
     """Run `stages` (default: all) of the experiment `config` describes on the dataset at `root`."""
     import dualnet
     from pipelines.data.datasets import check_coverage, labelled_clips
-    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.formats.keypoints import KeypointSet, keypoint_layout
     from pipelines.formats.params import ExtractParams, TrainParams, TubeParams
     from pipelines.formats.tube_packs import TubeSet
     from pipelines.stages.extract import run_extract
@@ -174,7 +200,22 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
     train_split, val_split = train_cfg.pop("train_split", "train"), train_cfg.pop("val_split", "val")
     allow_missing = bool(train_cfg.pop("allow_missing", False))  # see datasets.check_coverage
     params = TrainParams(**train_cfg)
-    if "cut" in stages or "extract" in stages:
+    model_cfg = dict(config.get("model", {}))
+    name = model_cfg.pop("preset", "paper")
+    uses_rgb = dualnet.preset(name).uses_rgb  # a pose preset trains on the keypoints: no tubes to cut
+    imported = _import_params(config)
+    if imported is not None and uses_rgb:
+        raise InputError("config", f"keypoints.import trains on keypoints alone: it needs a pose preset "
+                                   f"(model.preset = \"pose\"), not {name!r}")
+    if imported is not None:  # the dataset's own skeletons stand in for cut + extract
+        if "cut" in stages or "extract" in stages:
+            from pipelines.stages.import_poses import run_import
+
+            folder = root / config["keypoints"].get("folder", "skeletons")
+            r = run_import(folder, imported, st)
+            report.lines.append(f"import {r.key}: {len(r.processed)} processed, {len(r.skipped)} skipped, "
+                                f"{len(r.failed)} failed ({r.seconds:.0f} s)")
+    elif "cut" in stages or "extract" in stages:
         videos, lines = _clip_videos(config, root, store_path, index)
         report.lines += lines
         if "extract" in stages:
@@ -182,9 +223,6 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
             report.lines.append(f"extract {r.key}: {len(r.processed)} processed, {len(r.skipped)} skipped, "
                                 f"{len(r.failed)} failed ({r.seconds:.0f} s)")
     keypoints = None
-    model_cfg = dict(config.get("model", {}))
-    name = model_cfg.pop("preset", "paper")
-    uses_rgb = dualnet.preset(name).uses_rgb  # a pose preset trains on the keypoints: no tubes to cut
     if "tubes" in stages and not uses_rgb:
         report.lines.append(f"tubes: not needed (preset {name} trains on keypoints alone)")
     elif "tubes" in stages:
@@ -193,10 +231,15 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
         report.lines.append(f"tubes {r.key}: {len(r.processed)} processed, {len(r.skipped)} skipped, "
                             f"{len(r.failed)} failed ({r.seconds:.0f} s)")
     if "train" in stages or "eval" in stages:
-        keypoints = keypoints or KeypointSet(st, extract_params)
+        keypoints = keypoints or KeypointSet(st, imported or extract_params)
+        layout = extract_params.layout
+        if imported is not None:
+            layout = keypoint_layout(keypoints)
+            segments = _segments(index)
+            keypoints = keypoints.cut(segments) if segments else keypoints  # iMiGUE: segments of long sessions
         tubes = TubeSet(st, tube_params, keypoints) if uses_rgb else keypoints
         entity_set = model_cfg.pop("entity_set", tube_params.entity_set if uses_rgb else "auto")
-        entity_set, why = choose_entity_set(entity_set, extract_params.layout, uses_rgb)
+        entity_set, why = choose_entity_set(entity_set, layout, uses_rgb)
         if not uses_rgb:
             report.lines.append(why)
         available = set(tubes.names())
@@ -210,7 +253,7 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
         model = dualnet.preset(name, **{"num_classes": len(index.classes),
                                         "num_coarse": len(index.coarse_classes) if coarse_head else 0,
                                         "entity_set": entity_set,
-                                        "layout": extract_params.layout, **model_cfg})
+                                        "layout": layout, **model_cfg})
         if not coarse_head:
             train_clips = type(train_clips)(train_clips.names, train_clips.labels, None)
         result = train(model, tubes, train_clips, val_clips, params, st, num_workers=workers,

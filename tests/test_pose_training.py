@@ -104,3 +104,47 @@ def test_shrec17_imports_in_its_own_folder_layout(tmp_path):
     assert (clip.keypoints[..., 2] == 1).all()
     again = run_import(SHREC, ImportParams("shrec17"), tmp_path / "store")
     assert not again.processed and len(again.skipped) == 2800
+
+
+def _shrec_folder(root, depth_shift: float = 0.0) -> None:
+    """A SHREC'17-format folder (its two lists, one skeletons_world.txt of 22 x (x, y, z) a line per sequence):
+    gestures 1 (grab) and 2 (tap), 3 training subjects and 1 test subject; z shifted by `depth_shift` metres."""
+    rng = np.random.default_rng(5)
+    lists = {"train": [], "test": []}
+    for gesture in (1, 2):
+        for subject in (1, 2, 3, 4):
+            frames = 20
+            xy = _hand_clip(rng, frames, gesture - 1) / 1000  # millimetre-scale hand, in metres
+            z = 0.4 + 0.02 * rng.standard_normal((frames, 22, 1)) + depth_shift
+            path = root / f"gesture_{gesture}" / "finger_1" / f"subject_{subject}" / "essai_1"
+            path.mkdir(parents=True)
+            np.savetxt(path / "skeletons_world.txt", np.concatenate([xy, z], -1).reshape(frames, 66), fmt="%.6f")
+            lists["test" if subject == 4 else "train"].append(f"{gesture} 1 {subject} 1 {gesture} "
+                                                              f"{2 * (gesture - 1) + 1} {frames}")
+    for split, lines in lists.items():
+        (root / f"{split}_gestures.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_a_3d_source_imports_and_trains_with_depth_left_out(tmp_path):
+    """Issue 14.2, a 3D source: SHREC'17's world coordinates (x, y, z) import and train; depth is left out, and
+    says so in every item (the store's keypoints are x, y, score): folders that differ only in z store the same."""
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.formats.params import ImportParams
+
+    _shrec_folder(tmp_path / "near")
+    _shrec_folder(tmp_path / "far", depth_shift=0.5)
+    stores = {name: tmp_path / f"store_{name}" for name in ("near", "far")}
+    for name, store in stores.items():
+        result = run_cli("import", "shrec17", str(tmp_path / name), "--store", str(store))
+        assert result.returncode == 0, result.stderr
+    near, far = (KeypointSet(stores[n], ImportParams("shrec17")) for n in ("near", "far"))
+    assert near.names() == far.names() and len(near.names()) == 8
+    for clip in near.names():
+        np.testing.assert_array_equal(near.load(clip).keypoints, far.load(clip).keypoints)
+        assert near.load(clip).keypoints.shape == (20, 22, 3)
+        assert "depth left out" in near.attributes(clip)["coordinates"]
+    result = run_cli("train", "--dataset", "shrec17", "--root", str(tmp_path / "near"), "--store",
+                     str(stores["near"]), "--preset", "pose_tiny", "--epochs", "1", "--val-split", "test",
+                     "--flip", "0")
+    assert result.returncode == 0, result.stderr
+    assert "entity set: hand" in result.stdout and "trained 1 epoch(s)" in result.stdout

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -135,3 +136,38 @@ def test_configs_hold_the_paper_settings(tmp_path):
         # iMiGUE's only held-out split is its test split: the last epoch is reported, no model chosen on it (13)
         assert _checkpoint_file(cfg, tmp_path) == reported
     assert MA52_VIDEOS.is_dir()
+
+
+def test_imigue_pose_alone_from_its_openpose_skeletons(tmp_path):
+    """`[keypoints] import = "openpose"` + a pose preset: iMiGUE's skeleton folders (one per video, OpenPose JSON
+    per frame) are imported, the CSV's segments cut from them by frame range, trained on and evaluated: no video,
+    cut, extract or tubes (issue 14.1)."""
+    from test_importers import write_openpose_clip
+
+    from pipelines.data.datasets import imigue
+    from pipelines.formats.keypoints import KeypointSet
+    from pipelines.formats.params import ImportParams
+
+    root = tmp_path / "iMiGUE"
+    rows = ["video_id,label_id,start_frame,end_frame,subject_id"]
+    for v, subject in enumerate(("s1", "s2", "s3")):
+        write_openpose_clip(root / "skeletons" / f"conf{v}", frames=60, seed=v)
+        rows += [f"conf{v},{label},{10 + 20 * label},{25 + 20 * label},{subject}" for label in (0, 1)]
+    (root / "segments.csv").write_text("\n".join(rows) + "\n")
+    (root / "class_names_32.txt").write_text("0 class_0\n1 class_1\n")
+    store = tmp_path / "store"
+    result = run_cli("run", "configs/imigue.toml", "--root", str(root), "--store", str(store),
+                     "--set", "model.preset=pose_tiny", "--set", "keypoints.import=openpose",
+                     "--set", 'dataset.test_subjects=["s3"]', "--set", "train.epochs=2")
+    assert result.returncode == 0, result.stderr
+    assert "import " in result.stdout and "3 processed, 0 skipped, 0 failed" in result.stdout
+    assert "split 'train': 4 of 4 clips" in result.stdout and "trained 2 epoch(s)" in result.stdout
+    assert "eval test: top1" in result.stdout
+    assert not any((store / stage).exists() for stage in ("clips", "extract", "tubes"))
+    keypoints = KeypointSet(store, ImportParams("openpose", fps=25.0))
+    index = imigue(root / "segments.csv", root / "videos")
+    segments = keypoints.cut({c.clip_id: (c.source.split("/")[-1], c.start, c.end) for c in index.clips})
+    np.testing.assert_array_equal(segments.load("conf1_30_45").keypoints, keypoints.load("conf1").keypoints[30:45])
+    wrong = run_cli("run", "configs/imigue.toml", "--root", str(root), "--store", str(store), "--stages", "extract",
+                    "--set", "keypoints.import=openpose")
+    assert wrong.returncode != 0 and "keypoints.import trains on keypoints alone" in wrong.stderr

@@ -15,6 +15,7 @@ from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
 from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_boxes, hflip_clip, hflip_pose, jitter_crops
 from pipelines.formats.params import TrainParams
+from pipelines.formats.pose_clips import PoseClips, ensure_pose_clips
 from pipelines.formats.tube_packs import TubeSet, global_view
 
 
@@ -116,29 +117,28 @@ class ClipDataset(Dataset):
 
 
 class KeypointClipDataset(Dataset):
-    """Pose-only samples straight from a keypoint output (no tubes, no video): entity boxes are computed from the
-    keypoints, T frames drawn by TSM segment sampling, flips mirror the keypoints and swap left and right."""
+    """Pose-only samples straight from a keypoint output (no tubes, no video): entity boxes computed from the
+    keypoints, T frames drawn by TSM segment sampling, flips mirror the keypoints and swap left and right.
+
+    Each clip's keypoints, boxes and visibility come from the pose-clip cache of the keypoint output
+    (`formats.pose_clips`): computed once, then read per sample, so that starting over 20,000 clips reads an index
+    and holds a few numbers per clip. The dataset pickles as those numbers (DataLoader workers read the cache files
+    themselves).
+    """
 
     def __init__(self, keypoints, clips: LabelledClips, config: ModelConfig, params: TrainParams, train: bool):
-        from dualnet.entities import entity_boxes
-
         self.clips, self.config, self.params, self.train = clips, config, params, train
         self.entities = get_entity_set(config.entity_set)
         self.layout = get_layout(config.layout)
         self.epoch = 0
-        self.items = []  # keypoints are small: load once, boxes once
-        for name in clips.names:
-            clip = keypoints.load(name)
-            kp = clip.keypoints.astype(np.float64)
-            boxes, visible = entity_boxes(kp, self.layout, self.entities, (clip.width or 1, clip.height or 1))
-            self.items.append((kp.astype(np.float32), boxes.astype(np.float32), visible))
+        self.cache = pose_clips(keypoints, clips.names, config)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.clips.names)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.params.seed, self.epoch, i])
-        kp, boxes, visible = self.items[i]
+        kp, boxes, visible = self.cache.read(i)
         idx = segment_indices(len(kp), self.config.num_frames, self.train, rng, self.params.temporal_crop)
         kp, boxes, visible = kp[idx].copy(), boxes[idx].copy(), visible[idx]
         if self.train and rng.random() < self.params.flip:
@@ -151,6 +151,13 @@ class KeypointClipDataset(Dataset):
         return {"keypoints": torch.from_numpy(kp), "boxes": torch.from_numpy(boxes),
                 "visible": torch.from_numpy(np.ascontiguousarray(visible, dtype=bool)),
                 "label": torch.tensor(self.clips.labels[i])}
+
+
+def pose_clips(keypoints, names, config: ModelConfig) -> PoseClips:
+    """The pose-clip cache over `names` of a keypoint output (`formats.pose_clips`) for the config's layout and
+    entity set, computing the clips not cached yet (under the store lock: call it before taking the lock)."""
+    cache, _ = ensure_pose_clips(keypoints, list(names), config.layout, config.entity_set)
+    return cache
 
 
 def make_dataset(source, clips: LabelledClips, config: ModelConfig, params: TrainParams, train: bool) -> Dataset:

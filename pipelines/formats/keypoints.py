@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,39 @@ class KeypointSet:
         self.manifest = self.output.manifest()  # raises StoreError naming the store when absent
         self.index = KeypointIndex(self.output)
         self._packs: dict[str, dict[str, zarr.Array]] = {}  # array handles, opened once per pack
+        self.segments: dict[str, tuple[str, int, int]] = {}  # clip -> (item, start, end), see `cut`
+
+    def cut(self, segments: dict[str, tuple[str, int, int]]) -> KeypointSet:
+        """This output seen as clips cut from its items (iMiGUE's segments of long recordings): ``{clip: (item,
+        start, end)}``, frames [start, end) numbered as in the source (an OpenPose import's items start at their
+        first file's frame number, the ``first_frame`` attribute). `names` then lists the clips whose item is held,
+        `load`, `attributes` and `span` take clip names."""
+        view = copy.copy(self)
+        view.segments = {safe_name(clip): (safe_name(item), int(start), int(end))
+                         for clip, (item, start, end) in segments.items()}
+        return view
+
+    def span(self, name: str) -> tuple[str, int, int]:
+        """(item, first frame, end frame) in the item's stored frames: a clip's segment, or a whole item."""
+        name = safe_name(name)
+        if name in self.segments:
+            item, start, end = self.segments[name]
+            first = int(self.attributes(item).get("first_frame") or 0)
+            return item, start - first, end - first
+        return name, 0, int(self.attributes(name)["num_frames"])
+
+    def keypoint_window(self, name: str, start: int, end: int) -> np.ndarray:
+        """(end - start, V, 3) keypoints of frames [start, end) of one item, reading that array alone."""
+        arrays, offset, total, _ = self._arrays(name)
+        if not 0 <= start < end <= total:
+            raise StoreError(f"{self.output.item_path(name)}: frames [{start}, {end}) are outside its {total} frames")
+        try:
+            return arrays["keypoints"][offset + start:offset + end]
+        except ValueError as e:
+            if not is_checksum_error(e):
+                raise
+            raise StoreError(f"{self.output.path}: keypoints of {name!r} are damaged (a chunk fails its checksum); "
+                             "`dualnet verify --repair` removes them, then re-run the stage to redo them") from None
 
     def refresh(self) -> None:
         """Re-read where items live (after another process wrote or packed items)."""
@@ -71,12 +105,15 @@ class KeypointSet:
         self._packs.clear()
 
     def names(self) -> list[str]:
-        """Item names (video stems) of the finished videos, sorted."""
+        """Item names (video stems) of the finished videos, sorted (of a `cut` view: the clips whose item is held)."""
+        if self.segments:
+            return sorted(clip for clip, (item, _, _) in self.segments.items() if item in self.index)
         return self.index.names()
 
     def attributes(self, name: str) -> dict:
         """One item's attributes (layout, keypoint names, fps, frame size, num_frames, source name, path and
-        fingerprint) without reading its arrays."""
+        fingerprint) without reading its arrays (of a `cut` view's clip: its item's)."""
+        name = self.segments[safe_name(name)][0] if safe_name(name) in self.segments else name
         attrs = self.index.attributes(name)
         if attrs is None:
             raise StoreError(f"{self.output.path}: no keypoints for video {name!r}")
@@ -125,8 +162,12 @@ class KeypointSet:
     def load(self, name: str, start: int | None = None, end: int | None = None) -> VideoKeypoints:
         """Arrays and metadata of one video, or of frames [start, end) of it (a clip cut from a long recording).
 
-        Only the chunks covering the range are read. A range outside the video is an error naming both.
+        Only the chunks covering the range are read. A range outside the video is an error naming both. A `cut`
+        view's clip name gives that clip's frames.
         """
+        if safe_name(name) in self.segments and start is None and end is None:
+            item, start, end = self.span(name)
+            return self.load(item, start, end)
         arrays, offset, total, attrs = self._arrays(name)
         lo = 0 if start is None else start
         hi = total if end is None else end

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 from dualnet.entities import GLOBAL_VIEWS, get_entity_set
 from dualnet.layouts import get_layout
+from pipelines.hashing import stable_hash
 from pipelines.store import StageOutput, StageSpec
 
 # --- extract --------------------------------------------------------------------------------------------------
@@ -213,3 +214,18 @@ class TrainParams:
             raise ValueError("epochs, batch_size and accumulate must be >= 1")
 
 
+
+
+# --- pose clips (the pose-only training cache) ---------------------------------------------------------------------
+POSE_CLIPS_STAGE = "poseclips"
+POSE_CLIPS_VERSION = 1
+
+
+def pose_clips_spec(keypoints: StageOutput, layout: str, entity_set: str, smooth_sigma: float = 1.0) -> StageSpec:
+    """The cached pose-only inputs (keypoints, entity boxes, visibility per clip) over a keypoint output: keyed by
+    that output, the layout's content (a layout .json file may move), the entity set and the box smoothing."""
+    resolved = get_layout(layout)
+    get_entity_set(entity_set)
+    params = {"layout": resolved.name, "entity_set": entity_set, "smooth_sigma": smooth_sigma}
+    return StageSpec(POSE_CLIPS_STAGE, POSE_CLIPS_VERSION, params, inputs={keypoints.stage: keypoints.key},
+                     extra={"layout_content": stable_hash(asdict(resolved))}, output_format="pose-clips")

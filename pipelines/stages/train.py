@@ -28,7 +28,7 @@ from dualnet.entities import get_entity_set
 from dualnet.losses import class_weights as weighting
 from dualnet.model import MicroDualNet
 from pipelines.data.batching import plan_steps
-from pipelines.data.clips import LabelledClips, augment, batch_to, make_dataset, model_inputs, predict
+from pipelines.data.clips import LabelledClips, augment, batch_to, make_dataset, model_inputs, pose_clips, predict
 from pipelines.errors import DualnetError, StoreError
 from pipelines.formats.params import TRAIN_STAGE as STAGE
 from pipelines.formats.params import TRAIN_VERSION as VERSION
@@ -187,6 +187,10 @@ def train(config: ModelConfig, tubes, train_clips: LabelledClips, val_clips: Lab
     weights = None  # the backbone's start, fetched only for a run that starts now (rank 0: DDP broadcasts it)
     if rank == 0 and config.uses_rgb and not (run_dir / "done.json").exists() and not (run_dir / "last.pt").exists():
         weights = resolve_pretrained(config.pretrained, config.backbone, store.root / "models")
+    if rank == 0 and not isinstance(tubes, TubeSet) and not (run_dir / "done.json").exists():
+        # pose alone: the clips' cached inputs are computed before the run's lock is taken (the other ranks read
+        # them after the barrier)
+        pose_clips(tubes, train_clips.names + (val_clips.names if val_clips is not None else ()), config)
     if rank > 0:  # only rank 0 takes the store lock and writes; the others follow it
         _barrier(world)
         return _train_loop(config, tubes, train_clips, val_clips, params, run_dir, progress, dev, num_workers,
