@@ -184,5 +184,8 @@ def test_annotations_train_a_model_that_predicts_and_is_scored_against_them(lab,
     predicted = timeline[timeline["label"] != "(nobody)"]
     for label in LABELS:
         assert table.loc[label, "predicted"] == (predicted["label"] == label).sum()
+    for label, mean in predicted.groupby("label")["score"].mean().items():  # agree's page keeps the scores
+        row = page.split(f"{label}</td>")[1].split("</tr>")[0]
+        assert f"<td>{mean:.2f}</td>" in row, (label, row)
     kappa = json.loads((out / "talk" / "agreement.json").read_text())
     assert kappa["bins"] == 48 and -1 <= kappa["kappa"] <= 1 and "kappa" in result.stdout

@@ -128,8 +128,8 @@ def agreement(predicted: pd.DataFrame, annotated: pd.DataFrame, duration_s: floa
 
 # -- files: a predict result folder against an ELAN tier or BORIS events ---------------------------------------------
 def read_timeline(path: str | Path) -> tuple[pd.DataFrame, str, float]:
-    """A predicted timeline (``timeline.csv``/``.parquet``, or the result folder holding them): the segments, the
-    video's name and its duration (``summary.csv``'s video_s where the folder has it, else the last segment's
+    """A predicted timeline (``timeline.csv``/``.parquet``, or the result folder holding them): the segments (label,
+    start_s, end_s and, where predict wrote it, score), the video's name and its duration (``summary.csv``'s video_s where the folder has it, else the last segment's
     end)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
@@ -151,7 +151,7 @@ def read_timeline(path: str | Path) -> tuple[pd.DataFrame, str, float]:
         seconds = pd.read_csv(summary).get("video_s")
         if seconds is not None and len(seconds):
             duration = max(duration, float(seconds.iloc[0]))
-    return timeline[["label", "start_s", "end_s"]], video, duration
+    return timeline[[c for c in ("label", "start_s", "end_s", "score") if c in timeline.columns]], video, duration
 
 
 def pick_track(tracks: list[Track], video: str, where: Path) -> Track:
