@@ -13,8 +13,9 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -75,6 +76,20 @@ def main() -> None:
             shutil.rmtree(store)
             return seconds
 
+        def worker_memory() -> float:
+            """Peak resident memory (MB) of one extraction worker's work: `run_extract` with one worker in a fresh
+            process, read as its VmHWM (a pool child's `ru_maxrss` would carry this process's pre-decoded frames
+            over from the fork). A worker holds its MediaPipe graph, the frame in hand and a block of keypoints,
+            never the whole video."""
+            code = ("import sys; from pipelines.stages.extract import run_extract; "
+                    "run_extract([sys.argv[1]], sys.argv[2], workers=1); "
+                    "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
+            out = subprocess.run([sys.executable, "-c", code, str(videos), str(work / "store_memory")],
+                                 capture_output=True, text=True, check=True, cwd=REPO,
+                                 env={**os.environ, "PYTHONPATH": str(REPO)})
+            shutil.rmtree(work / "store_memory", ignore_errors=True)
+            return int(out.stdout.strip().splitlines()[-1]) / 1024
+
         def breakdown() -> dict:
             """Where a frame's time goes, in one thread with no overlap: decoding (PyAV, with the colour conversion
             to RGB and turning upright), inference, subject tracking, writing; ms per frame, mean and p95."""
@@ -128,9 +143,7 @@ def main() -> None:
             times["alone"].append(mediapipe_alone())
             times["w1"].append(pipeline(1))
             times["w2"].append(pipeline(2))
-        # the largest resident memory any pool worker (the 2-worker runs' processes) reached: a worker holds its
-        # MediaPipe graph, the frame in hand and a block of keypoints, never the video
-        worker_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        worker_peak_mb = worker_memory()
         per_frame = breakdown()
         estimator.close()
         alone_seconds = min(times["alone"])

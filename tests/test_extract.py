@@ -135,7 +135,7 @@ def test_two_workers_give_the_same_keypoints(ma52_store, tmp_path):
 
 def test_default_workers_follow_the_cores(monkeypatch, tmp_path):
     """Issue 19: `extract` (CLI default --workers 0) runs one worker per 1.36 available cores, what one MediaPipe
-    process was measured to keep busy, rounded up: 2 on this 2-core machine (1.14x one worker, measured)."""
+    process was measured to keep busy, rounded up: 2 on this 2-core machine (1.14x and 1.24x one worker, measured)."""
     from pipelines.stages import extract as stage
 
     assert [stage.default_workers(c) for c in (1, 2, 4, 16, 64)] == [1, 2, 3, 12, 48]

@@ -52,7 +52,7 @@ MEDIAPIPE_CORES = 1.36  # cores one MediaPipe Holistic process keeps busy (bench
 
 def default_workers(cores: int | None = None) -> int:
     """Worker processes for `cores` available cores (default: this process's CPU set): one per MEDIAPIPE_CORES,
-    rounded up (2 cores: 2 workers measured 1.14x one; 16: 12; 64: 48)."""
+    rounded up (2 cores: 2 workers measured 1.14x and 1.24x one; 16: 12; 64: 48)."""
     cores = cores if cores is not None else len(os.sched_getaffinity(0))
     return max(1, math.ceil(cores / MEDIAPIPE_CORES))
 
