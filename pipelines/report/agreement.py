@@ -129,8 +129,8 @@ def agreement(predicted: pd.DataFrame, annotated: pd.DataFrame, duration_s: floa
 # -- files: a predict result folder against an ELAN tier or BORIS events ---------------------------------------------
 def read_timeline(path: str | Path) -> tuple[pd.DataFrame, str, float]:
     """A predicted timeline (``timeline.csv``/``.parquet``, or the result folder holding them): the segments (label,
-    start_s, end_s and, where predict wrote it, score), the video's name and its duration (``summary.csv``'s video_s where the folder has it, else the last segment's
-    end)."""
+    start_s, end_s and, where predict wrote it, score), the video's name and its duration (``summary.csv``'s video_s
+    where the folder has it, else the last segment's end)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     file = next((p for p in (folder / "timeline.parquet", folder / "timeline.csv") if p.is_file()), None) \
