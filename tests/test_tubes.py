@@ -8,6 +8,7 @@ import re
 import av
 import numpy as np
 import pytest
+import torch
 
 from conftest import MA52_VIDEOS, requires_shared, run_cli, shortest_clip
 from dualnet.entities import get_entity_set
@@ -113,6 +114,28 @@ def test_frame_boxes_pool_what_the_crops_hold(ma52_tubes, flip):
     # boxes left unflipped in a flipped frame
     assert np.median(same) < 2.0 and np.median(swapped) > 4 * np.median(same), (np.median(same),
                                                                                   np.median(swapped))
+
+
+def test_a_roialign_sample_is_the_crop_sample_without_its_crops(ma52_tubes, monkeypatch):
+    """A ROIAlign model's training samples read no entity crops (the largest array) and are otherwise the crop
+    model's, flips and colour jitter included."""
+    from dualnet.config import preset
+    from pipelines.data.clips import ClipDataset, LabelledClips
+    from pipelines.formats.params import TrainParams
+
+    names = tuple(ma52_tubes.names())
+    clips, params = LabelledClips(names, (0,) * len(names)), TrainParams(crop_jitter=0.0)  # flips half the clips
+    crops = ClipDataset(ma52_tubes, clips, preset("tiny", num_frames=8), params, train=True)
+    roi = ClipDataset(ma52_tubes, clips, preset("tiny", num_frames=8, sem="roialign"), params, train=True)
+    read = []
+    load = ma52_tubes.load
+    monkeypatch.setattr(ma52_tubes, "load", lambda name, without=(): read.append(without) or load(name, without))
+    for i in range(len(names)):
+        a, b = crops[i], roi[i]
+        assert set(a) - set(b) == {"tubes"} and set(b) <= set(a)
+        for key in b:  # bit for bit (absent keypoints are NaN in both)
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True, msg=f"{names[i]}/{key}")
+    assert read == [(), ("tubes",)] * len(names)
 
 
 def test_the_global_frame_is_the_person_not_black_bars(ma52_tubes):

@@ -80,32 +80,37 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.params.seed, self.epoch, i])
-        a = self.tubes.load(self.clips.names[i])
+        roialign = self.config.sem == "roialign"  # the entities come from the frames' feature maps: no crops read
+        a = self.tubes.load(self.clips.names[i], without=("tubes",) if roialign else ())
         idx = segment_indices(len(a["frame_index"]), self.config.num_frames, self.train, rng,
                               self.params.temporal_crop)
-        tubes, frames, keypoints, boxes = a["tubes"][idx], a["frames"][idx], a["keypoints"][idx], a["boxes"][idx]
+        frames, keypoints, boxes = a["frames"][idx], a["keypoints"][idx], a["boxes"][idx]
+        tubes = None if roialign else a["tubes"][idx]
         visible = a["visible"][idx]
         scale, dx, dy = global_view(a["meta"])
         frame_boxes = boxes * scale + np.array([dx, dy, dx, dy], np.float32)  # (T, K, 4) global-frame pixels
         if self.train and rng.random() < self.params.flip:
-            tubes, boxes, keypoints, frames = hflip_clip(tubes, boxes, keypoints, a["meta"]["width"], self.entities,
-                                                         self.layout, frames)
+            if roialign:
+                boxes, keypoints = hflip_pose(boxes, keypoints, a["meta"]["width"], self.entities, self.layout)
+                frames = frames[..., ::-1]
+            else:
+                tubes, boxes, keypoints, frames = hflip_clip(tubes, boxes, keypoints, a["meta"]["width"],
+                                                             self.entities, self.layout, frames)
             frame_boxes = hflip_boxes(frame_boxes, frames.shape[-1], self.entities)
             visible = visible[:, flip_order(self.entities)]
         if self.train and self.params.keypoint_noise > 0:
             side = float(np.median(boxes[..., 2] - boxes[..., 0]))
             keypoints = keypoints.copy()
             keypoints[..., :2] += rng.normal(0, self.params.keypoint_noise * side, keypoints[..., :2].shape)
-        item = {"tubes": torch.from_numpy(np.ascontiguousarray(tubes)),
-                "frames": torch.from_numpy(np.ascontiguousarray(frames)),
+        item = {"frames": torch.from_numpy(np.ascontiguousarray(frames)),
                 "keypoints": torch.from_numpy(np.ascontiguousarray(keypoints)).float(),
                 "boxes": torch.from_numpy(np.ascontiguousarray(boxes)).float(),
                 "frame_boxes": torch.from_numpy(np.ascontiguousarray(frame_boxes)).float(),
                 "visible": torch.from_numpy(np.ascontiguousarray(visible, dtype=bool)),
                 "label": torch.tensor(self.clips.labels[i])}
-        if self.config.sem == "roialign":  # the entities come from the frames' feature maps: no crops to read
-            del item["tubes"]
-        elif self.train and self.params.crop_jitter > 0:  # applied to the batch by `augment`
+        if tubes is not None:
+            item["tubes"] = torch.from_numpy(np.ascontiguousarray(tubes))
+        if tubes is not None and self.train and self.params.crop_jitter > 0:  # applied to the batch by `augment`
             item["crop"] = torch.from_numpy(draw_crop_windows(len(self.entities), tubes.shape[-1],
                                                               self.params.crop_jitter, rng))
         if self.train and self.params.colour_jitter > 0:

@@ -179,18 +179,20 @@ class TubeSet:
     def entities(self) -> list[str]:
         return [e.name for e in get_entity_set(self.manifest["params"]["entity_set"])]
 
-    def load(self, name: str) -> dict[str, np.ndarray]:
-        """Every array of one clip (see the module docstring), plus ``meta``."""
+    def load(self, name: str, without: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """Every array of one clip (see the module docstring), plus ``meta``; the large arrays named in `without`
+        (e.g. ``("tubes",)`` for a ROIAlign model, which pools the frames) are not read at all."""
         large, small, row, meta = self._locate(name)
+        wanted = [a for a in LARGE if a not in without]
         try:
-            values = sync(_gather([large[a] for a in LARGE], row))  # one trip through zarr's event loop
+            values = sync(_gather([large[a] for a in wanted], row))  # one trip through zarr's event loop
         except ValueError as e:
             if not is_checksum_error(e):
                 raise
             raise StoreError(f"{self.output.items_dir / self.index[name][0]}: tubes of {name!r} are damaged (a chunk "
                              "fails its checksum); `dualnet verify --repair` removes the pack, then re-run "
                              "`dualnet tubes`") from None
-        out: dict = dict(zip(LARGE, values, strict=True))
+        out: dict = dict(zip(wanted, values, strict=True))
         out.update({a: small[a][row].copy() for a in SMALL})  # copies: callers may write to them
         out["meta"] = meta
         return out
