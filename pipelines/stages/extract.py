@@ -97,7 +97,7 @@ def extract_video(source: VideoSource, video: DecodedVideo, fingerprint: str, pa
 
     Args:
         video: `source`'s frames, decoded in a background thread (`DecodeAhead`) while the pose model works: its
-            `process` waits for the graph with the GIL released, so decoding (~4-5 ms a frame with the colour
+            `process` waits for the graph with the GIL released, so decoding (~2 ms a frame with the colour
             conversion) runs alongside it instead of in turn.
         on_frames: Called with a frame count every few frames (progress).
         block: Frames the subject tracker resolves at once (see StreamingSubjectTracker).
