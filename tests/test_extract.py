@@ -16,8 +16,9 @@ from pipelines.formats.keypoints import KeypointSet
 from pipelines.formats.params import ExtractParams
 from pipelines.formats.params import extract_key as stage_key
 from pipelines.io.video import iter_frames
-from pipelines.pose.subject import body_box
-from pipelines.stages.extract import run_extract
+from pipelines.pose.subject import StreamingSubjectTracker, body_box
+from pipelines.stages import extract as stage
+from pipelines.stages.extract import make_estimator, run_extract
 from pipelines.store import Store, safe_name
 
 pytestmark = requires_shared
@@ -106,6 +107,66 @@ def test_bad_inputs_fail_one_by_one_with_a_line_naming_the_file(tmp_path):
 
     fixed = run_cli("extract", str(shortest_clip()), "--store", str(store))  # a good run does not clear others
     assert fixed.returncode == 0 and "0 processed, 1 skipped" in fixed.stdout
+
+
+SHORT = [MA52_VIDEOS / f"{name}.mp4" for name in ("B2_shaking_head__0035_02_0007", "B3_turning_head__0010_02_0101")]
+
+
+def test_decoding_ahead_changes_no_keypoint(ma52_store):
+    """Issue 19: the stage decodes the next frames, and the next video, in a thread while the pose model works. Its
+    keypoints equal, bit for bit, those of the plain loop with no overlap: `iter_frames` -> MediaPipe -> subject
+    tracker (two clips that ran one after the other, the second decoded while the first was read)."""
+    params = ExtractParams()
+    estimator = make_estimator(params)
+    layout = estimator.layout
+    stored = KeypointSet(ma52_store)
+    for clip in SHORT:
+        estimator.reset()
+        tracker = StreamingSubjectTracker(layout.num_keypoints, layout.body, params.max_jump)
+        blocks = [tracker.push(estimator(rgb)) for _, rgb in iter_frames(clip)] + [tracker.flush()]
+        blocks = [b for b in blocks if b is not None]
+        item = stored.load(clip.stem)
+        np.testing.assert_array_equal(item.keypoints, np.concatenate([k for k, _ in blocks]).astype(params.dtype))
+        np.testing.assert_array_equal(item.detected, np.concatenate([d for _, d in blocks]))
+    estimator.close()
+
+
+def test_a_failing_video_leaves_nothing_and_the_next_is_whole(ma52_store, tmp_path, monkeypatch):
+    """Issue 19, one worker: while a video fails, the next is already being decoded. The pose model failing at a
+    video's 5th frame and a video truncated midway (its decoder fails after 31 frames went through the model) each
+    fail alone with one line naming the file; neither leaves a half-written item; the video after them, decoded
+    while they ran, gives the reference keypoints."""
+    data = (OTHER_VIDEOS / "pyskl__ntu_sample.avi").read_bytes()
+    truncated = tmp_path / "B2z_truncated.avi"  # between the two clips in name order
+    truncated.write_bytes(data[: int(len(data) * 0.6)])
+
+    class FailsAtFifthFrameOfFirstVideo:
+        def __init__(self, inner):
+            self.inner, self.layout, self.videos, self.frames = inner, inner.layout, 0, 0
+
+        def reset(self):
+            self.videos, self.frames = self.videos + 1, 0
+            self.inner.reset()
+
+        def close(self):
+            self.inner.close()
+
+        def __call__(self, rgb):
+            self.frames += 1
+            if self.videos == 1 and self.frames == 5:
+                raise RuntimeError("graph stopped")
+            return self.inner(rgb)
+
+    monkeypatch.setattr(stage, "make_estimator", lambda *a, **k: FailsAtFifthFrameOfFirstVideo(make_estimator(*a, **k)))
+    store = Store(tmp_path / "store")
+    report = run_extract([str(SHORT[0]), str(truncated), str(SHORT[1])], store, workers=1)
+    assert report.processed == [SHORT[1].stem]
+    assert report.failed == {
+        SHORT[0].stem: f"{SHORT[0]}: pose extraction failed (RuntimeError: graph stopped)",
+        truncated.stem: f"{truncated}: truncated video: decoded 31 of 72 declared frames"}
+    kps = KeypointSet(store)
+    assert kps.names() == [SHORT[1].stem] and not (kps.output.path / "tmp").exists()
+    assert_same_keypoints(kps, KeypointSet(ma52_store))
 
 
 def test_second_concurrent_writer_fails_fast_and_nothing_is_corrupted(ma52_store, tmp_path):

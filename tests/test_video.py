@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
+import av
 import numpy as np
 import pytest
 
-from conftest import OTHER_VIDEOS, requires_shared, shortest_clip
+from conftest import MA52_VIDEOS, OTHER_VIDEOS, requires_shared, shortest_clip
 from pipelines.errors import InputError
-from pipelines.io.video import iter_frames, probe, regular_timestamps
+from pipelines.io.video import DecodeAhead, iter_frames, probe, regular_timestamps
 
 pytestmark = requires_shared
 
@@ -57,3 +60,45 @@ def test_out_of_order_avi_timestamps_are_rebuilt():
     np.testing.assert_allclose(np.diff(fixed), 1 / 30)
     np.testing.assert_allclose(regular_timestamps([0.0, 0.5, 1.0], 2.0), [0.0, 0.5, 1.0])
 
+
+def test_frames_are_pyav_own_conversion_bit_for_bit():
+    """`iter_frames` converts colour with one single-threaded swscale context a video, not PyAV's new one per frame
+    (`frame.to_ndarray(format="rgb24")`, 6x the CPU): the pixels are the same, so the keypoints are too (a real
+    1080x1296 clip and the 1920x1080 AVI)."""
+    for video in (shortest_clip(), OTHER_VIDEOS / "pyskl__ntu_sample.avi"):
+        with av.open(str(video)) as container:
+            plain = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        ours = [rgb for _, rgb in iter_frames(video)]
+        assert len(ours) == len(plain) and all(np.array_equal(a, b) for a, b in zip(ours, plain, strict=True))
+
+
+def _assert_same_frames(got: list, expected: list) -> None:
+    assert len(got) == len(expected)
+    for (t, rgb), (t_ref, rgb_ref) in zip(got, expected, strict=True):
+        assert t == t_ref and rgb.flags.c_contiguous and np.array_equal(rgb, rgb_ref)
+
+
+def test_decode_ahead_gives_iter_frames_frames_video_after_video(tmp_path):
+    """Issue 19: frames decoded in a thread, a few ahead of the reader, are `iter_frames`' frames bit for bit, with
+    `probe`'s info; a file that fails midway raises its one-line error at its turn and the videos after it still
+    decode; the rest of a video left half read is dropped, never handed to the next reader."""
+    nodding, shaking = shortest_clip(), MA52_VIDEOS / "B2_shaking_head__0035_02_0007.mp4"
+    truncated = tmp_path / "cut.avi"
+    data = (OTHER_VIDEOS / "pyskl__ntu_sample.avi").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    paths = [str(nodding), str(truncated), str(shaking), str(nodding)]
+    with DecodeAhead(paths, depth=2) as ahead:
+        videos = iter(ahead)
+        video = next(videos)
+        assert video.info() == probe(nodding)
+        _assert_same_frames(list(video), list(iter_frames(nodding)))
+        video = next(videos)
+        with pytest.raises(InputError, match=r"truncated video: decoded \d+ of 72 declared frames") as err:
+            list(video)
+        assert str(err.value).startswith(str(truncated)) and "\n" not in str(err.value)
+        video = next(videos)
+        _assert_same_frames(list(itertools.islice(video, 3)), list(itertools.islice(iter_frames(shaking), 3)))
+        video = next(videos)  # the reader gave up on `shaking` after 3 of its 45 frames
+        assert video.info() == probe(nodding)
+        first = list(itertools.islice(video, 5))
+    _assert_same_frames(first, list(itertools.islice(iter_frames(nodding), 5)))  # and the thread has stopped

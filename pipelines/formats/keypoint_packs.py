@@ -280,9 +280,9 @@ class KeypointPackBuilder:
         if not self.entries:
             raise ValueError("an empty pack is not written")
         n = self.frames  # a whole number of chunks: each array is exactly one shard
-        group = zarr.open_group(path, mode="w")
-        group.attrs.update({"layout": self.layout, "keypoint_names": self.keypoint_names,
-                            "chunk_frames": self.chunk, "items": self.entries})
+        group = zarr.open_group(path, mode="w", attributes={  # one metadata write, not one per key
+            "layout": self.layout, "keypoint_names": self.keypoint_names, "chunk_frames": self.chunk,
+            "items": self.entries})
         for name, data, chunks in (("keypoints", self.keypoints[:n], (self.chunk, *self.keypoints.shape[1:])),
                                    ("detected", self.detected[:n], (self.chunk,)),
                                    ("timestamps", self.timestamps[:n], (self.chunk,))):
