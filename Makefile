@@ -47,7 +47,7 @@ demo: $(STAMP)
 	$(PY) -m cli.demo_summary --store $(STORE)
 
 bench: $(STAMP)
-	$(PY) bench/bench_extract.py --out bench/results/extract.json
+	$(PY) bench/bench_extract.py --rounds 3 --out bench/results/extract.json
 	$(PY) bench/bench_tubes.py --out bench/results/tubes.json
 
 bench-pose: $(STAMP)  # JHMDB 3 splits, SHREC'17 14/28, 3 seeds: the pose stream and a plain temporal CNN

@@ -172,6 +172,11 @@ def main() -> None:
             "overhead_workers_1": round(alone_fps / results[1]["frames_per_s"] - 1, 4),
             "workers_1_over_mediapipe_alone": round(results[1]["frames_per_s"] / alone_fps, 4),
             "workers_2_over_mediapipe_alone": round(results[2]["frames_per_s"] / alone_fps, 4),
+            # the same ratios round by round (each configuration against MediaPipe alone measured just before it):
+            # their spread is the machine's noise, which the best-of figures above hide
+            "per_round_over_mediapipe_alone": {
+                f"workers_{w}": [round(a / p, 4) for a, p in zip(times["alone"], times[f"w{w}"], strict=True)]
+                for w in (1, 2)},
             "peak_rss_mb_per_worker": round(worker_peak_mb, 1),
             "scaling_workers_2_over_1": round(results[2]["frames_per_s"] / results[1]["frames_per_s"], 3),
             "targets": {"workers_1_over_mediapipe_alone": ">= 0.95", "workers_2_over_mediapipe_alone": ">= 1.0"},

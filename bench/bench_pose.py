@@ -3,6 +3,7 @@
     python bench/bench_pose.py --out bench/results/pose.json --seeds 0,1,2              (make bench-pose)
     python bench/bench_pose.py --ablation --out bench/results/pose.json                 (make bench-pose-ablation)
     python bench/bench_pose.py --datasets jhmdb --seeds 0                               (one dataset, one seed)
+    python bench/bench_pose.py --ablation --resume      (only the runs --out does not hold yet; the rest kept)
 
 JHMDB (3 official splits, DD-Net's 15 2D joints) and SHREC'17 (14 and 28 classes, the official subject split; x, y
 of the 22 hand joints, depth left out). Per run: import into a fresh store, train the `pose` preset on keypoints
@@ -147,6 +148,8 @@ def main() -> None:
     parser.add_argument("--ablation", action="store_true", help="the paper's path and MAC rows instead")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time, one thread each")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pose.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs --out already holds (same preset) and run only the missing ones")
     args = parser.parse_args()
 
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -158,8 +161,11 @@ def main() -> None:
         jobs += [(name, ABLATION_RUNS[name], seed, row, overrides, False)
                  for seed in seeds for row, overrides in ABLATION_ROWS.items() if name in ABLATION_RUNS]
     order = {job[:4]: i for i, job in enumerate(jobs)}
+    results = _held_runs(args.out, args.preset, order) if args.resume else []
+    held = {(r["dataset"], r["run"], r["seed"], r["row"]) for r in results}
+    jobs = [job for job in jobs if job[:4] not in held]
+    print(f"{len(held)} run(s) kept from {args.out}, {len(jobs)} to run", flush=True)
     started = time.perf_counter()
-    results = []
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_one, name, label, seed, row, overrides, args.preset, args.root, baseline)
                    for name, label, seed, row, overrides, baseline in jobs]
@@ -167,8 +173,19 @@ def main() -> None:
             results.append(future.result())
             print(json.dumps(results[-1]), flush=True)
             results.sort(key=lambda r: order[(r["dataset"], r["run"], r["seed"], r["row"])])
-            write(args, results, seeds, len(jobs), time.perf_counter() - started)
+            write(args, results, seeds, len(order), time.perf_counter() - started)
     print(json.dumps(json.loads(args.out.read_text())["summary"], indent=2))
+
+
+def _held_runs(out: Path, preset: str, order: dict) -> list[dict]:
+    """The runs of an earlier result file that this invocation plans too (same preset), in plan order."""
+    if not out.is_file():
+        return []
+    earlier = json.loads(out.read_text())
+    if earlier.get("preset") != preset:
+        raise SystemExit(f"error: {out}: holds preset {earlier.get('preset')!r}, not {preset!r}; cannot resume")
+    runs = [r for r in earlier["runs"] if (r["dataset"], r["run"], r["seed"], r["row"]) in order]
+    return sorted(runs, key=lambda r: order[(r["dataset"], r["run"], r["seed"], r["row"])])
 
 
 def write(args, results: list[dict], seeds: list[int], planned: int, seconds: float) -> None:
@@ -180,10 +197,11 @@ def write(args, results: list[dict], seeds: list[int], planned: int, seconds: fl
                                         "ours_top1")
     out = {"benchmark": "pose_stream",
            "command": f"python bench/bench_pose.py {'--ablation ' if args.ablation else ''}--datasets "
-                      f"{args.datasets} --seeds {args.seeds} --jobs {args.jobs}",
+                      f"{args.datasets} --seeds {args.seeds} --jobs {args.jobs}{' --resume' if args.resume else ''}",
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
            "preset": args.preset, "setups": SETUPS, "runs_done": len(results), "runs_planned": planned,
-           "wall_seconds": round(seconds, 1), "runs": results, "summary": summary,
+           "wall_seconds": round(seconds, 1),  # of this invocation (a resumed one: of the runs it added)
+           "runs": results, "summary": summary,
            "targets": {"jhmdb": "> 0.80 mean (DD-Net 0.772)", "shrec14": "> 0.955", "shrec28": "> 0.930"}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
