@@ -5,7 +5,8 @@
     python bench/bench_pose.py --datasets jhmdb --seeds 0                               (one dataset, one seed)
 
 JHMDB (3 official splits, DD-Net's 15 2D joints) and SHREC'17 (14 and 28 classes, the official subject split; x, y
-of the 22 hand joints, depth left out). Per run: import into a fresh store, train the `pose` preset on keypoints
+and depth z of the 22 hand joints: the model takes depth where every clip has it, as `dualnet train` does, unless
+`--no-depth`). Per run: import into a fresh store, train the `pose` preset on keypoints
 alone (no tubes), report the test Top-1 of the *last* epoch (no model selection on the test split), and train the
 reference CNN (`pose_baseline.py`) on the same clips. `--ablation` also runs the paper's other rows (ST only, TS
 only, the fixed average, dual with routing and no MAC) on JHMDB split 1 and SHREC'17's 14 classes, without the CNN;
@@ -74,8 +75,9 @@ def _runs(name: str, root: Path):
 
 
 def run_one(name: str, label: str, seed: int, row: str, overrides: dict, preset: str, root: Path,
-            baseline: bool) -> dict:
-    """Import one split into a fresh store, train the preset (with `overrides`) and, with `baseline`, the CNN."""
+            baseline: bool, depth: bool = True) -> dict:
+    """Import one split into a fresh store, train the preset (with `overrides`; with depth where `depth` and every
+    clip has it) and, with `baseline`, the CNN (x, y only)."""
     import torch
     from pose_baseline import normalise, train_and_test
 
@@ -97,14 +99,15 @@ def run_one(name: str, label: str, seed: int, row: str, overrides: dict, preset:
         kps = KeypointSet(work, params)
         train_clips, test_clips = _clips(index, "train"), _clips(index, "test")
         layout = kps.attributes(train_clips.names[0])["layout"]
+        depth = depth and kps.has_depth(list(train_clips.names + test_clips.names))
         config = dualnet.preset(preset, num_classes=len(index.classes), layout=layout,
                                 entity_set=entity_set_for(get_layout(layout)), num_frames=setup["frames"],
-                                **overrides)
+                                **({"pose_depth": True} if depth else {}), **overrides)
         train_params = TrainParams(epochs=setup["epochs"], batch_size=32, lr=1e-3, flip=setup["flip"],
                                    test_flip=setup["flip"] > 0, keypoint_noise=0.02, balance="none", seed=seed)
         started = time.perf_counter()
         result = train(config, kps, train_clips, test_clips, train_params, work)
-        out = {"dataset": name, "run": label, "row": row, "seed": seed,
+        out = {"dataset": name, "run": label, "row": row, "seed": seed, "depth": depth,
                "ours_top1": result.history[-1]["val_top1"], "ours_seconds": round(time.perf_counter() - started, 1),
                "train_clips": len(train_clips.names), "test_clips": len(test_clips.names)}
         if baseline:
@@ -145,6 +148,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--preset", default="pose")
     parser.add_argument("--ablation", action="store_true", help="the paper's path and MAC rows instead")
+    parser.add_argument("--no-depth", action="store_true", help="x, y only, where the data has depth too")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time, one thread each")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pose.json")
     args = parser.parse_args()
@@ -161,7 +165,8 @@ def main() -> None:
     started = time.perf_counter()
     results = []
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, name, label, seed, row, overrides, args.preset, args.root, baseline)
+        futures = [pool.submit(run_one, name, label, seed, row, overrides, args.preset, args.root, baseline,
+                               not args.no_depth)
                    for name, label, seed, row, overrides, baseline in jobs]
         for future in as_completed(futures):
             results.append(future.result())
@@ -179,8 +184,9 @@ def write(args, results: list[dict], seeds: list[int], planned: int, seconds: fl
         summary["ablation"] = summarise([r for r in results if ABLATION_RUNS.get(r["dataset"]) == r["run"]],
                                         "ours_top1")
     out = {"benchmark": "pose_stream",
-           "command": f"python bench/bench_pose.py {'--ablation ' if args.ablation else ''}--datasets "
-                      f"{args.datasets} --seeds {args.seeds} --jobs {args.jobs}",
+           "command": f"python bench/bench_pose.py {'--ablation ' if args.ablation else ''}"
+                      f"{'--no-depth ' if args.no_depth else ''}--datasets {args.datasets} --seeds {args.seeds} "
+                      f"--jobs {args.jobs}",
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
            "preset": args.preset, "setups": SETUPS, "runs_done": len(results), "runs_planned": planned,
            "wall_seconds": round(seconds, 1), "runs": results, "summary": summary,
