@@ -147,3 +147,23 @@ def test_a_3d_source_imports_and_trains_and_evaluates_with_depth(tmp_path):
     assert "depth: left out" in result.stdout
     configs = [torch.load(p, weights_only=False)["config"] for p in (stores["near"] / "train").glob("*/last.pt")]
     assert sorted(c["pose_depth"] for c in configs) == [False, True]
+
+
+def test_dualnet_run_takes_depth_by_default_and_model_pose_depth_overrides(tmp_path):
+    """`dualnet run`'s pose path on a SHREC'17-format folder: depth by default, ``[model] pose_depth = false``
+    leaves it out, each recorded in the checkpoint's config and said in the run's report."""
+    import torch
+
+    from pipelines.experiment import run_config
+
+    shrec_folder(tmp_path / "shrec")
+    base = {"dataset": {"name": "shrec17"}, "keypoints": {"import": "shrec17", "folder": "."},
+            "train": {"epochs": 1, "val_split": "test", "flip": 0.0, "batch_size": 4}}
+    for pose_depth, line in ((None, "depth: z from the keypoints (every clip has it)"),
+                             (False, "depth: left out (the keypoints have it)")):
+        model = {"preset": "pose_tiny", **({} if pose_depth is None else {"pose_depth": pose_depth})}
+        report = run_config({**base, "model": model}, tmp_path / "shrec", tmp_path / "store",
+                            ["extract", "train"])
+        assert line in report.lines, report.lines
+        config = torch.load(report.checkpoint.parent / "last.pt", weights_only=False)["config"]
+        assert config["pose_depth"] is (pose_depth is None)
