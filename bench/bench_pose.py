@@ -6,7 +6,8 @@
     python bench/bench_pose.py --ablation --resume      (only the runs --out does not hold yet; the rest kept)
 
 JHMDB (3 official splits, DD-Net's 15 2D joints) and SHREC'17 (14 and 28 classes, the official subject split; x, y
-of the 22 hand joints, depth left out). Per run: import into a fresh store, train the `pose` preset on keypoints
+and depth z of the 22 hand joints: the model takes depth where every clip has it, as `dualnet train` does, unless
+`--no-depth`). Per run: import into a fresh store, train the `pose` preset on keypoints
 alone (no tubes), report the test Top-1 of the *last* epoch (no model selection on the test split), and train the
 reference CNN (`pose_baseline.py`) on the same clips. `--ablation` also runs the paper's other rows (ST only, TS
 only, the fixed average, dual with routing and no MAC) on JHMDB split 1 and SHREC'17's 14 classes, without the CNN;
@@ -34,11 +35,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]  # this checkout's packages, in the worker processes too
 SHARED = REPO.parent / "shared" / "data"
-# Per dataset: the T the model sees, epochs, and whether a flip keeps the label (then also a test-time flip).
+# Per dataset: the T the model sees, epochs, whether a flip keeps the label (then also a test-time flip), and whether
+# the data has depth (which a run uses unless --no-depth; a resumed run is kept only when it used the same).
 SETUPS = {
-    "jhmdb": {"flip": 0.5, "frames": 32, "epochs": 40},
-    "shrec14": {"flip": 0.0, "frames": 16, "epochs": 20},
-    "shrec28": {"flip": 0.0, "frames": 16, "epochs": 20},
+    "jhmdb": {"flip": 0.5, "frames": 32, "epochs": 40, "depth": False},
+    "shrec14": {"flip": 0.0, "frames": 16, "epochs": 20, "depth": True},
+    "shrec28": {"flip": 0.0, "frames": 16, "epochs": 20, "depth": True},
 }
 # The paper's ablation rows: model overrides of the preset.
 ABLATION_ROWS = {
@@ -75,8 +77,9 @@ def _runs(name: str, root: Path):
 
 
 def run_one(name: str, label: str, seed: int, row: str, overrides: dict, preset: str, root: Path,
-            baseline: bool) -> dict:
-    """Import one split into a fresh store, train the preset (with `overrides`) and, with `baseline`, the CNN."""
+            baseline: bool, depth: bool = True) -> dict:
+    """Import one split into a fresh store, train the preset (with `overrides`; with depth where `depth` and every
+    clip has it) and, with `baseline`, the CNN (x, y only)."""
     import torch
     from pose_baseline import normalise, train_and_test
 
@@ -98,14 +101,15 @@ def run_one(name: str, label: str, seed: int, row: str, overrides: dict, preset:
         kps = KeypointSet(work, params)
         train_clips, test_clips = _clips(index, "train"), _clips(index, "test")
         layout = kps.attributes(train_clips.names[0])["layout"]
+        depth = depth and kps.has_depth(list(train_clips.names + test_clips.names))
         config = dualnet.preset(preset, num_classes=len(index.classes), layout=layout,
                                 entity_set=entity_set_for(get_layout(layout)), num_frames=setup["frames"],
-                                **overrides)
+                                **({"pose_depth": True} if depth else {}), **overrides)
         train_params = TrainParams(epochs=setup["epochs"], batch_size=32, lr=1e-3, flip=setup["flip"],
                                    test_flip=setup["flip"] > 0, keypoint_noise=0.02, balance="none", seed=seed)
         started = time.perf_counter()
         result = train(config, kps, train_clips, test_clips, train_params, work)
-        out = {"dataset": name, "run": label, "row": row, "seed": seed,
+        out = {"dataset": name, "run": label, "row": row, "seed": seed, "depth": depth,
                "ours_top1": result.history[-1]["val_top1"], "ours_seconds": round(time.perf_counter() - started, 1),
                "train_clips": len(train_clips.names), "test_clips": len(test_clips.names)}
         if baseline:
@@ -146,6 +150,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--preset", default="pose")
     parser.add_argument("--ablation", action="store_true", help="the paper's path and MAC rows instead")
+    parser.add_argument("--no-depth", action="store_true", help="x, y only, where the data has depth too")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time, one thread each")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pose.json")
     parser.add_argument("--resume", action="store_true",
@@ -161,13 +166,14 @@ def main() -> None:
         jobs += [(name, ABLATION_RUNS[name], seed, row, overrides, False)
                  for seed in seeds for row, overrides in ABLATION_ROWS.items() if name in ABLATION_RUNS]
     order = {job[:4]: i for i, job in enumerate(jobs)}
-    results = _held_runs(args.out, args.preset, order) if args.resume else []
+    results = _held_runs(args.out, args.preset, order, not args.no_depth) if args.resume else []
     held = {(r["dataset"], r["run"], r["seed"], r["row"]) for r in results}
     jobs = [job for job in jobs if job[:4] not in held]
     print(f"{len(held)} run(s) kept from {args.out}, {len(jobs)} to run", flush=True)
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, name, label, seed, row, overrides, args.preset, args.root, baseline)
+        futures = [pool.submit(run_one, name, label, seed, row, overrides, args.preset, args.root, baseline,
+                               not args.no_depth)
                    for name, label, seed, row, overrides, baseline in jobs]
         for future in as_completed(futures):
             results.append(future.result())
@@ -177,14 +183,16 @@ def main() -> None:
     print(json.dumps(json.loads(args.out.read_text())["summary"], indent=2))
 
 
-def _held_runs(out: Path, preset: str, order: dict) -> list[dict]:
-    """The runs of an earlier result file that this invocation plans too (same preset), in plan order."""
+def _held_runs(out: Path, preset: str, order: dict, depth: bool) -> list[dict]:
+    """The runs of an earlier result file that this invocation plans too (same preset, depth used the same way), in
+    plan order."""
     if not out.is_file():
         return []
     earlier = json.loads(out.read_text())
     if earlier.get("preset") != preset:
         raise SystemExit(f"error: {out}: holds preset {earlier.get('preset')!r}, not {preset!r}; cannot resume")
-    runs = [r for r in earlier["runs"] if (r["dataset"], r["run"], r["seed"], r["row"]) in order]
+    runs = [r for r in earlier["runs"] if (r["dataset"], r["run"], r["seed"], r["row"]) in order
+            and r.get("depth", False) == (depth and SETUPS[r["dataset"]]["depth"])]
     return sorted(runs, key=lambda r: order[(r["dataset"], r["run"], r["seed"], r["row"])])
 
 
@@ -196,8 +204,9 @@ def write(args, results: list[dict], seeds: list[int], planned: int, seconds: fl
         summary["ablation"] = summarise([r for r in results if ABLATION_RUNS.get(r["dataset"]) == r["run"]],
                                         "ours_top1")
     out = {"benchmark": "pose_stream",
-           "command": f"python bench/bench_pose.py {'--ablation ' if args.ablation else ''}--datasets "
-                      f"{args.datasets} --seeds {args.seeds} --jobs {args.jobs}{' --resume' if args.resume else ''}",
+           "command": f"python bench/bench_pose.py {'--ablation ' if args.ablation else ''}"
+                      f"{'--no-depth ' if args.no_depth else ''}--datasets {args.datasets} --seeds {args.seeds} "
+                      f"--jobs {args.jobs}{' --resume' if args.resume else ''}",
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
            "preset": args.preset, "setups": SETUPS, "runs_done": len(results), "runs_planned": planned,
            "wall_seconds": round(seconds, 1),  # of this invocation (a resumed one: of the runs it added)

@@ -414,6 +414,9 @@ def train(
                                                         "logits averaged (default: when --flip > 0).")] = None,
     keypoints_key: Annotated[str | None, typer.Option(help="pose presets: the keypoint output to train on (default: "
                                                               "the one holding the most of the clips).")] = None,
+    depth: Annotated[bool | None, typer.Option("--depth/--no-depth", help="Pose presets: use each joint's depth z "
+                                                                          "(default: when every clip has it, as a "
+                                                                          "SHREC'17 import does).")] = None,
     train_split: Annotated[str, typer.Option(help="Split to train on.")] = "train",
     val_split: Annotated[str, typer.Option(help="Split to validate on ('' for none).")] = "val",
     protocol: Annotated[str, typer.Option(help="ma52: official or subject.")] = "official",
@@ -442,7 +445,7 @@ def train(
     run is reused, not redone)."""
     import dualnet
     from pipelines.data.datasets import check_coverage, require_classes
-    from pipelines.experiment import choose_entity_set, clip_source, source_layout
+    from pipelines.experiment import choose_depth, choose_entity_set, clip_source, source_layout
     from pipelines.formats.params import TrainParams, TubeParams
     from pipelines.stages.train import train as run_train
 
@@ -451,6 +454,8 @@ def train(
     uses_rgb = dualnet.preset(preset).uses_rgb
     if test_flip and uses_rgb:
         fail(f"--test-flip: preset {preset!r} trains on tubes; the test-time flip is for pose presets")
+    if depth and uses_rgb:
+        fail(f"--depth: preset {preset!r} trains on tubes (x, y); depth is for pose presets on a 3D keypoint source")
     st = Store(store).require()
     chosen, why = entity_set, ""
     if uses_rgb:  # tubes are cut for one entity set: auto means the tubes' default
@@ -472,6 +477,12 @@ def train(
     val_clips = _labelled(index, val_split, available, True) if val_split else None
     num_coarse = len(index.coarse_classes) if train_clips.coarse is not None else 0
     overrides = {"pretrained": pretrained} if pretrained else {}
+    use_depth, why_depth = choose_depth(depth, source, list(train_clips.names) + list(val_clips.names if val_clips
+                                                                                      else ()), uses_rgb)
+    if use_depth:
+        overrides["pose_depth"] = True
+    if why_depth:
+        console.print(why_depth, highlight=False)
     if frames:
         overrides["num_frames"] = frames
     config = dualnet.preset(preset, num_classes=len(index.classes), num_coarse=num_coarse, entity_set=chosen,

@@ -43,6 +43,9 @@ class ModelConfig:
     pose_stride: int = 1  # pose only: the pose encoder ends in strided temporal convolutions per entity, each token
     # then summarises `pose_stride` frames (ours: local motion before attention, and T / stride tokens instead of T);
     # 1 = one token per frame, no convolutions (as before it existed)
+    pose_depth: bool = False  # pose only: keypoints carry z, (B, T, V, 4) = x, y, score, z from a 3D source
+    # (SHREC'17), and the pose encoder adds z features as it has x, y ones (see encoders.py); False = x, y only, the
+    # model as it was before depth existed (the same parameters and outputs)
     heads: int = 4  # attention heads in Spatial-T and Temporal-T (ours: D / 64)
     depth: int = 1  # transformer layers per Spatial-T / Temporal-T block (ours: one, the paper does not say)
     mlp_ratio: float = 2.0  # feed-forward width of those layers and of MLP_s / MLP_t, in multiples of D (ours)
@@ -77,6 +80,9 @@ class ModelConfig:
         if self.pose_stride > 1 and self.modality != "pose":
             raise ValueError("pose_stride > 1 pools frames in time: it needs modality 'pose' (images keep one token "
                              "per frame)")
+        if self.pose_depth and self.modality != "pose":
+            raise ValueError("pose_depth reads z from a 3D keypoint source: it needs modality 'pose' (tubes and "
+                             "videos give x, y)")
         if self.tau <= 0:
             raise ValueError("tau must be positive")
         if self.num_frames < 1 or self.num_classes < 2 or self.roi_size < 1:

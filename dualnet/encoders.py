@@ -83,13 +83,20 @@ class PoseEntityEncoder(nn.Module):
     # joint collection distances: unchanged by rotation in the image plane, which side views and hand poses need).
     BODY_POINT_FEATURES = 6  # x, y in the person, their change over 1 and 2 frames
     PERSON_FEATURES = 4  # the person centre's motion since the previous frame, and its offset from its mean
+    # depth (keypoints (B, T, V, 4) = x, y, score, z; z in the units of x, y), the z counterparts of the above: per
+    # point, z relative to the entity's mean z in box sides and its change since the previous frame; with "body"
+    # encodings also z relative to the person's mean z in person scales and its change over 1 and 2 frames, each
+    # body joint's z in the person and its change, and the person's own z motion. Missing z: 0, out of motion.
+    DEPTH_POINT_FEATURES = 2  # z in the entity, its change over 1 frame
+    BODY_DEPTH_POINT_FEATURES = 3  # z in the person, its change over 1 and 2 frames
+    PERSON_DEPTH_FEATURES = 2  # the person's mean z: its motion since the previous frame, its offset from its mean
 
     def __init__(self, layout: Layout, entities: tuple[Entity, ...], dim: int, hidden: int | None = None,
-                 encoding: str = "entity", stride: int = 1):
+                 encoding: str = "entity", stride: int = 1, depth: bool = False):
         super().__init__()
         if encoding not in ENCODINGS:
             raise ValueError(f"pose encoding {encoding!r} is not one of {', '.join(ENCODINGS)}")
-        self.encoding = encoding
+        self.encoding, self.depth = encoding, depth
         body = list(layout.body) or list(range(layout.num_keypoints))
         self.register_buffer("body", torch.tensor(body, dtype=torch.long), persistent=False)  # (V_b,)
         indices = [e.indices(layout) for e in entities]
@@ -107,6 +114,10 @@ class PoseEntityEncoder(nn.Module):
         self.register_buffer("pairs", pairs if encoding == "body_distances" else pairs[:, :0], persistent=False)
         if encoding != "entity":
             width += points * self.BODY_POINT_FEATURES + self.PERSON_FEATURES + len(body) * 4 + self.pairs.shape[1]
+        if depth:
+            width += points * self.DEPTH_POINT_FEATURES
+            if encoding != "entity":
+                width += points * self.BODY_DEPTH_POINT_FEATURES + self.PERSON_DEPTH_FEATURES + len(body) * 2
         self.mlps = nn.ModuleList(
             nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, dim))
             for _ in entities)
@@ -115,11 +126,19 @@ class PoseEntityEncoder(nn.Module):
         self.temporal = nn.ModuleList(TemporalHalving(len(entities), dim) for _ in range(levels))
 
     def forward(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """keypoints (B, T, V, 3), boxes (B, T, K, 4) -> (B, T, K, D)."""
+        """keypoints (B, T, V, 3) = x, y, score, or (B, T, V, 4) = x, y, score, z with depth; boxes (B, T, K, 4) ->
+        (B, T / stride, K, D)."""
+        channels = 4 if self.depth else 3
+        if keypoints.shape[-1] != channels:
+            what = "x, y, score, z: it was built with depth" if self.depth else "x, y, score"
+            raise ValueError(f"keypoints of shape {tuple(keypoints.shape)}: the pose encoder takes (B, T, V, "
+                             f"{channels}) ({what})")
         person = self.person_frame(keypoints, self.body) if self.encoding != "entity" else None  # once per batch
         feats = self.entity_features(keypoints, boxes, person)  # (B, T, K, F)
         if person is not None:
             feats = torch.cat([feats, self.body_features(keypoints, feats.shape[2], person)], dim=-1)
+        if self.depth:
+            feats = torch.cat([feats, self.depth_features(keypoints, boxes, person)], dim=-1)
         x = torch.stack([mlp(feats[:, :, k]) for k, mlp in enumerate(self.mlps)], dim=2)  # (B, T, K, D)
         for halving in self.temporal:
             x = halving(x)
@@ -193,6 +212,41 @@ class PoseEntityEncoder(nn.Module):
             parts += [in_person, self._motion(in_person, valid, 1), self._motion(in_person, valid, 2)]
         feats = torch.cat(parts, dim=-1).flatten(-2)  # (B, T, K, P*F_point)
         return torch.cat([feats, self.box_features(boxes)], dim=-1)
+
+    def depth_features(self, keypoints: torch.Tensor, boxes: torch.Tensor,
+                       person: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The z features of each entity (see DEPTH_POINT_FEATURES), (B, T, K, F_z), from keypoints (B, T, V, 4);
+        given `person_frame`'s centre and scale, also in the person (its x, y scale: z is in the units of x, y)."""
+        pts = keypoints[:, :, self.index]  # (B, T, K, P, 4)
+        valid = (torch.isfinite(pts[..., :2]).all(-1) & (torch.nan_to_num(pts[..., 2], nan=0.0) > 0) & self.mask
+                 & torch.isfinite(pts[..., 3]))  # (B, T, K, P)
+        z = torch.nan_to_num(pts[..., 3:4])  # (B, T, K, P, 1)
+        n = valid.sum(-1, keepdim=True).unsqueeze(-1)  # (B, T, K, 1, 1)
+        centre = (z * valid.unsqueeze(-1)).sum(-2, keepdim=True) / n.clamp_min(1)  # (B, T, K, 1, 1)
+        side = (boxes[..., 2:3] - boxes[..., 0:1]).clamp_min(1e-6).unsqueeze(-2)  # (B, T, K, 1, 1)
+        in_entity = torch.where(valid.unsqueeze(-1), (z - centre) / side, 0.0)  # (B, T, K, P, 1)
+        parts = [in_entity, self._motion(in_entity, valid, 1)]
+        if person is None:
+            return torch.cat(parts, dim=-1).flatten(-2)  # (B, T, K, P * 2)
+        _, scale = person  # (B, 1, 1)
+        body = keypoints[:, :, self.body]  # (B, T, V_b, 4)
+        body_valid = (torch.isfinite(body[..., :2]).all(-1) & (torch.nan_to_num(body[..., 2], nan=0.0) > 0)
+                      & torch.isfinite(body[..., 3]))  # (B, T, V_b)
+        body_z = torch.nan_to_num(body[..., 3:4])  # (B, T, V_b, 1)
+        seen = body_valid.sum(-1, keepdim=True)  # (B, T, 1)
+        mean_z = (body_z * body_valid.unsqueeze(-1)).sum(-2) / seen.clamp_min(1)  # (B, T, 1) the person's mean z
+        clip_z = (mean_z * (seen > 0)).sum(1, keepdim=True) / (seen > 0).sum(1, keepdim=True).clamp_min(1)
+        mean_z = torch.where(seen > 0, mean_z, clip_z)  # the clip's mean where a frame has no body joint's z
+        in_person = torch.where(valid.unsqueeze(-1), (z - mean_z[:, :, None, None]) / scale[..., None, None], 0.0)
+        parts += [in_person, self._motion(in_person, valid, 1), self._motion(in_person, valid, 2)]
+        feats = torch.cat(parts, dim=-1).flatten(-2)  # (B, T, K, P * 5)
+        rel = torch.where(body_valid.unsqueeze(-1), (body_z - mean_z.unsqueeze(2)) / scale.unsqueeze(-1), 0.0)
+        joints = torch.cat([rel, self._motion(rel, body_valid, 1)], dim=-1).flatten(-2)  # (B, T, 2 V_b)
+        everywhere = torch.ones_like(mean_z[..., 0], dtype=torch.bool)
+        own = torch.cat([self._motion(mean_z / scale, everywhere, 1),
+                         (mean_z - mean_z.mean(1, keepdim=True)) / scale], dim=-1)  # (B, T, 2)
+        context = torch.cat([own, joints], dim=-1).unsqueeze(2).expand(-1, -1, feats.shape[2], -1)
+        return torch.cat([feats, context], dim=-1)  # (B, T, K, P * 5 + 2 + 2 V_b)
 
     @staticmethod
     def box_features(boxes: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,8 @@ entity, with a mutual-consistency loss between the paths.
 Inputs (B clips, T frames, K entities, S entity size, G global size, V keypoints):
     frames (B, T, 3, G, G), uint8 or ImageNet-normalised float (rgb modalities), with tubes (B, T, K, 3, S, S)
     (``sem="crops"``) or frame_boxes (B, T, K, 4), the entity boxes in the global frames' pixels
-    (``sem="roialign"``); keypoints (B, T, V, 3) x, y, score with NaN where absent, and boxes (B, T, K, 4) in
-    source pixels (pose modalities).
+    (``sem="roialign"``); keypoints (B, T, V, 3) x, y, score with NaN where absent ((B, T, V, 4) = x, y, score, z
+    with ``pose_depth``), and boxes (B, T, K, 4) in source pixels (pose modalities).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class MicroDualNet(nn.Module):
                 self.visual = VisualEntityEncoder(self.backbone.feature_dim, d)
         if config.uses_pose:
             self.pose = PoseEntityEncoder(get_layout(config.layout), entities, d, encoding=config.pose_encoding,
-                                          stride=config.pose_stride)
+                                          stride=config.pose_stride, depth=config.pose_depth)
         if config.uses_rgb and config.uses_pose:
             self.fuse_modalities = nn.Linear(2 * d, d)
         if config.mask_invisible and config.entities:
@@ -148,7 +148,8 @@ class MicroDualNet(nn.Module):
             parts.append(self.visual(tubes, self.backbone))
         if self.config.uses_pose:
             if keypoints is None or boxes is None:
-                raise ValueError(f"modality {self.config.modality!r} needs keypoints (B, T, V, 3) and boxes")
+                raise ValueError(f"modality {self.config.modality!r} needs keypoints (B, T, V, "
+                                 f"{4 if self.config.pose_depth else 3}) and boxes")
             parts.append(self.pose(keypoints, boxes))
         x = self.fuse_modalities(torch.cat(parts, dim=-1)) if len(parts) == 2 else parts[0]
         if visible is not None and visible.shape[1] != x.shape[1]:  # pose_stride: seen in any frame of the token

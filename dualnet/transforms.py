@@ -35,8 +35,10 @@ def hflip_clip(tubes: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, widt
 
 def hflip_pose(boxes: np.ndarray, keypoints: np.ndarray, width: float, entities: tuple[Entity, ...],
                layout: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror boxes (F, K, 4) and keypoints (F, V, 3) about x = width / 2 (width 0: about x = 0): x -> width - x,
-    left and right entities and keypoints swap places. The one place the flip permutation is written."""
+    """Mirror boxes (F, K, 4) and keypoints (F, V, C) about x = width / 2 (width 0: about x = 0): x -> width - x,
+    left and right entities and keypoints swap places. The one place the flip permutation is written. Channels
+    after x are kept as they are and move with their keypoint: y, score and, with depth (C = 4: x, y, score, z), z
+    (a mirror in x keeps each joint's distance from the camera)."""
     boxes = hflip_boxes(boxes, width, entities)
     keypoints = keypoints.copy()
     keypoints[..., 0] = width - keypoints[..., 0]

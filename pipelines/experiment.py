@@ -147,6 +147,29 @@ def choose_entity_set(requested: str, layout: str, uses_rgb: bool) -> tuple[str,
     return chosen, f"entity set: {chosen} (chosen for layout {layout})"
 
 
+def choose_depth(requested: bool | None, source, names: list[str], uses_rgb: bool, option: str = "--depth"
+                 ) -> tuple[bool, str]:
+    """Whether the model takes depth (z), and a line saying why: asked for (`requested`), else (None) whenever the
+    preset trains on keypoints alone and every clip `names` of the keypoint output `source` has depth (a 3D import
+    such as SHREC'17). Depth asked for a tube preset, or for clips without depth, is an InputError naming `option`
+    (the switch that asked for it)."""
+    if uses_rgb:
+        if requested:
+            raise InputError(option, "depth (z) is for pose presets on a 3D keypoint source; this preset trains on "
+                                     "tubes (x, y)")
+        return False, ""
+    has = source.has_depth(list(names))
+    if requested and not has:
+        flat = [n for n in names if not source.attributes(n).get("depth")]
+        raise InputError(option, f"the keypoints ({source.output.stage} {source.output.key}) carry no depth (z) "
+                                 f"for {len(flat)} of the {len(names)} clips, e.g. {flat[0]!r}: depth needs a 3D "
+                                 "source (import shrec17, or a pyskl pickle of (M, T, V, 3) x, y, z)")
+    if requested is None:
+        return has, "depth: z from the keypoints (every clip has it)" if has else ""
+    return requested, ("depth: z from the keypoints" if requested else
+                       "depth: left out (the keypoints have it)" if has else "")
+
+
 def _import_params(config: dict):
     """The ImportParams of ``[keypoints] import = ...`` (pose alone from a dataset's own skeletons), or None."""
     from pipelines.formats.params import ImportParams
@@ -252,6 +275,13 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
         if train_clips is None:
             raise InputError(root, f"no labelled clip of split {train_split!r} is in {tubes.output.path}")
         val_clips = labelled_clips(index, val_split, available) if val_split else None
+        depth, why = choose_depth(model_cfg.pop("pose_depth", None), tubes,
+                                  list(train_clips.names) + list(val_clips.names if val_clips else ()), uses_rgb,
+                                  "model.pose_depth")
+        if why:
+            report.lines.append(why)
+        if depth:
+            model_cfg["pose_depth"] = True
         coarse_head = model_cfg.pop("coarse_head", True) and train_clips.coarse is not None
         model = dualnet.preset(name, **{"num_classes": len(index.classes),
                                         "num_coarse": len(index.coarse_classes) if coarse_head else 0,

@@ -193,3 +193,36 @@ def test_miga_arrays_with_a_layout_from_json(tmp_path):
     (tmp_path / "train_label.pkl").write_bytes(pickle.dumps((["a", "b"], [1, 2])))
     with pytest.raises(InputError, match="train_label.pkl: 2 labels for 3 arrays"):
         run_import(tmp_path / "train_data.npy", params, tmp_path / "store")
+
+
+def test_pyskl_3d_keypoints_keep_z_as_depth(tmp_path):
+    """pyskl's 3D skeletons, ``keypoint`` (M, T, V, 3) = x, y, z (pyskl reads scores only from `keypoint_score`):
+    z becomes the item's depth, following the person the tracker keeps; the 2D items of other pickles have none."""
+    rng = np.random.default_rng(3)
+    frames = 6
+    kp = np.zeros((2, frames, 28, 3))
+    kp[0] = rng.uniform(300, 700, size=(frames, 28, 3))  # the subject, larger
+    kp[1] = rng.uniform(900, 1000, size=(frames, 28, 3))  # a second, smaller person
+    kp[0, 4] = 0  # the subject is absent on frame 4 (pyskl pads with zeros)
+    score = rng.uniform(0.5, 1, size=(2, frames, 28))
+    data = {"annotations": [{"frame_dir": "deep", "label": 1, "img_shape": (1296, 1080), "total_frames": frames,
+                             "keypoint": kp, "keypoint_score": score},
+                            {"frame_dir": "deep_unscored", "label": 0, "total_frames": frames, "keypoint": kp[:1]}]}
+    (tmp_path / "3d.pkl").write_bytes(pickle.dumps(data))
+    params = ImportParams("pyskl", layout="ma52_28")
+    run_import(tmp_path / "3d.pkl", params, tmp_path / "store")
+    kps = KeypointSet(tmp_path / "store", params)
+    clip = kps.load("deep")
+    seen = np.arange(frames) != 4
+    np.testing.assert_allclose(clip.keypoints[seen, :, :2], kp[0, seen, :, :2])
+    np.testing.assert_allclose(clip.keypoints[seen, :, 2], score[0, seen])
+    np.testing.assert_allclose(clip.depth[seen], kp[0, seen, :, 2], rtol=1e-6)  # z, not a score
+    assert clip.depth.shape == (frames, 28) and kps.attributes("deep")["depth"] is True
+    assert not clip.detected[4] and np.isnan(clip.depth[4]).all() and np.isnan(clip.keypoints[4]).all()
+    unscored = kps.load("deep_unscored")
+    assert (unscored.keypoints[seen, :, 2] == 1).all()  # no keypoint_score: score 1, z still depth
+    np.testing.assert_allclose(unscored.depth[seen], kp[0, seen, :, 2], rtol=1e-6)
+    _pyskl_pickle(tmp_path / "2d.pkl")
+    run_import(tmp_path / "2d.pkl", params, tmp_path / "store2d")
+    flat = KeypointSet(tmp_path / "store2d", params)
+    assert all(flat.load(n).depth is None and "depth" not in flat.attributes(n) for n in flat.names())

@@ -325,3 +325,77 @@ def test_windows_read_together_equal_each_window_read_alone(tmp_path):
     others = [s for s in whole if s[0] != damaged[0]]  # the rest of the pack reads as before
     for (name, start, end), window in zip(others, kps.keypoint_windows(others), strict=True):
         assert window.tobytes() == kps.load(name, start, end).keypoints.tobytes()
+
+
+def _put_3d(output, tmp, name, frames, seed):
+    """Write and commit one loose COCO-17 item with depth; returns (keypoints, depth)."""
+    rng = np.random.default_rng(seed)
+    kp = rng.uniform(0, 640, (frames, COCO_17.num_keypoints, 3)).astype(np.float32)
+    depth = rng.uniform(300, 900, (frames, COCO_17.num_keypoints)).astype(np.float32)
+    depth[0, :3] = np.nan  # joints whose z is not known
+    write_keypoint_item(tmp / f"{name}.w", kp, np.ones(frames, bool), np.arange(frames) / 25.0, layout=COCO_17,
+                        fps=25.0, width=640, height=480, source_name=f"{name}.txt", source_path=f"/data/{name}.txt",
+                        fingerprint=f"fp-{name}", depth=depth)
+    output.commit(tmp / f"{name}.w", name)
+    return kp, depth
+
+
+def test_depth_rides_with_its_item_loose_packed_and_compacted(tmp_path):
+    """An item's optional depth (T, V) reads back as written, loose and after compaction (3D and 2D items in packs
+    of their own); an item without depth reads back exactly as before depth existed: depth None, the same keypoints
+    and attributes (no ``depth`` attribute, no depth array)."""
+    store, output, tmp = _output(tmp_path)
+    flat = {n: _put(output, tmp, n, 40, seed) for seed, n in enumerate(("flat_a", "flat_b"))}
+    deep = {n: _put_3d(output, tmp, n, 37 + seed, seed) for seed, n in enumerate(("deep_a", "deep_b", "deep_c"))}
+    assert "depth" not in zarr.open_group(output.item_path("flat_a"), mode="r")
+    loose = KeypointSet(store, key="packtest")
+    before = _snapshot(loose)
+    for name, kp in flat.items():
+        clip = loose.load(name)
+        assert clip.depth is None and "depth" not in loose.attributes(name)
+        np.testing.assert_array_equal(clip.keypoints, kp)
+    for name, (kp, depth) in deep.items():
+        clip = loose.load(name)
+        np.testing.assert_array_equal(clip.keypoints, kp)
+        np.testing.assert_array_equal(clip.depth, depth)  # NaN where z is unknown, too
+        assert clip.depth.dtype == np.float32 and loose.attributes(name)["depth"] is True
+    assert compact(output, tmp) == 2  # items with depth and items without never share a pack
+    packed = KeypointSet(store, key="packtest")
+    assert not packed.index.loose and len(packed.index.packs) == 2
+    _assert_snapshot(packed, before)
+    for name, (_, depth) in deep.items():
+        np.testing.assert_array_equal(packed.load(name).depth, depth)
+        np.testing.assert_array_equal(packed.load(name, 5, 20).depth, depth[5:20])
+    assert all(packed.load(n).depth is None for n in flat)
+    assert packed.has_depth(list(deep)) and not packed.has_depth(["deep_a", "flat_a"]) and not packed.has_depth([])
+    spans = [("deep_b", 3, 30), ("flat_a", 0, 10), ("deep_a", 0, 37)]
+    windows = packed.keypoint_windows(spans, "depth")  # read straight from the pack's shard file
+    assert windows[1] is None
+    np.testing.assert_array_equal(windows[0], deep["deep_b"][1][3:30])
+    np.testing.assert_array_equal(windows[2], deep["deep_a"][1])
+    depth_pack = packed.index.locate("deep_a").pack
+    assert PackFrames.open(output.items_dir / depth_pack / "depth") is not None
+    assert not (output.items_dir / packed.index.locate("flat_a").pack / "depth").exists()
+
+
+def test_pack_writer_keeps_depth_and_refuses_a_mismatch(tmp_path):
+    """`PackWriter` (the import's writer) packs 3D items with their depth; depth without the attribute saying so
+    (or the reverse), or of the wrong shape, is refused."""
+    from pipelines.formats.keypoint_items import item_attrs
+
+    store, output, tmp = _output(tmp_path)
+    writer = keypoint_packs.PackWriter(output, tmp)
+    rng = np.random.default_rng(0)
+    kp = rng.uniform(0, 100, (12, 17, 3))
+    depth = rng.uniform(0, 100, (12, 17))
+    attrs = item_attrs(COCO_17, 30.0, None, None, "x", "x", "fp", "x, y, z", None, depth=True)
+    with pytest.raises(ValueError, match="depth of shape"):
+        writer.add("bad", attrs, kp, np.ones(12, bool), np.arange(12) / 30, depth[:, :5])
+    with pytest.raises(ValueError, match="a depth array is missing"):
+        writer.add("bad", attrs, kp, np.ones(12, bool), np.arange(12) / 30)
+    writer.add("deep", attrs, kp, np.ones(12, bool), np.arange(12) / 30, depth)
+    writer.add("flat", {**attrs, "depth": False}, kp, np.ones(12, bool), np.arange(12) / 30)
+    writer.finish()
+    kps = KeypointSet(store, key="packtest")
+    np.testing.assert_allclose(kps.load("deep").depth, depth.astype(np.float32))
+    assert kps.load("flat").depth is None

@@ -137,6 +137,52 @@ def test_a_test_time_flip_for_a_tube_preset_is_refused_not_ignored(tmp_path):
     assert "--test-flip: preset 'tiny' trains on tubes; the test-time flip is for pose presets" in line, line
 
 
+def test_depth_for_a_tube_preset_is_refused_not_ignored(tmp_path):
+    (tmp_path / "store").mkdir()
+    clips = tmp_path / "clips.csv"
+    clips.write_text("path,label,split\na.mp4,B1,train\nb.mp4,B2,train\nc.mp4,B1,val\n")
+    result = run_cli("train", "--dataset", "csv", "--root", str(clips), "--store", str(tmp_path / "store"),
+                     "--preset", "tiny", "--depth")
+    line = _one_error_line(result)
+    assert "--depth: preset 'tiny' trains on tubes (x, y); depth is for pose presets" in line, line
+
+
+def _hand_pickle(path, depth: bool) -> None:
+    """A pyskl pickle of 12 hands (SHREC'17's 22 joints), 2 classes, train / val; (M, T, V, 3) = x, y, z with
+    `depth`, else (M, T, V, 2)."""
+    rng = np.random.default_rng(0)
+    annotations, split = [], {"train": [], "val": []}
+    for i in range(12):
+        kp = rng.uniform(300, 500, (1, 16, 22, 3 if depth else 2))
+        annotations.append({"frame_dir": f"hand_{i:02d}", "label": i % 2, "keypoint": kp, "total_frames": 16})
+        split["train" if i < 8 else "val"].append(f"hand_{i:02d}")
+    path.write_bytes(pickle.dumps({"split": split, "annotations": annotations}))
+
+
+def test_depth_without_depth_in_the_data_is_one_line_in_train_and_eval(tmp_path):
+    """`train --depth` on 2D keypoints, and evaluating a model trained with depth on 2D keypoints: one line each,
+    naming the problem, never a shape error from inside the model."""
+    stores = {}
+    for name, depth in (("flat", False), ("deep", True)):
+        _hand_pickle(tmp_path / f"{name}.pkl", depth)
+        stores[name] = tmp_path / f"store_{name}"
+        result = run_cli("import", "pyskl", str(tmp_path / f"{name}.pkl"), "--layout", "shrec17_22", "--store",
+                         str(stores[name]))
+        assert result.returncode == 0, result.stderr
+    train = ("train", "--dataset", "pyskl", "--preset", "pose_tiny", "--epochs", "1", "--flip", "0")
+    result = run_cli(*train, "--root", str(tmp_path / "flat.pkl"), "--store", str(stores["flat"]), "--depth")
+    line = _one_error_line(result)
+    assert result.returncode == 2 and "--depth: the keypoints (import " in line, line
+    assert "carry no depth (z) for 12 of the 12 clips, e.g. 'hand_00': depth needs a 3D source" in line, line
+    result = run_cli(*train, "--root", str(tmp_path / "deep.pkl"), "--store", str(stores["deep"]))
+    assert result.returncode == 0 and "depth: z from the keypoints" in result.stdout, result.stderr
+    (checkpoint,) = (stores["deep"] / "train").glob("*/last.pt")
+    result = run_cli("eval", "--dataset", "pyskl", "--root", str(tmp_path / "flat.pkl"), "--store",
+                     str(stores["flat"]), "--checkpoint", str(checkpoint))
+    line = _one_error_line(result)
+    assert "the model takes depth (pose_depth), but 4 of the 4 clips have none (2D keypoints), e.g. 'hand_08'" in line
+
+
 def test_every_help_is_readable_at_80_columns():
     root = typer.main.get_command(app)
     commands = [((name,), cmd) for name, cmd in root.commands.items()]

@@ -300,3 +300,65 @@ def test_a_killed_parallel_build_leaves_no_worker_behind_and_resumes(jhmdb, tmp_
     cache, report = ensure_pose_clips(keypoints, names, "jhmdb_15", "k6", smooth_sigma=0.75)  # the lock is free
     assert report.computed == 16
     _assert_cached_as_computed_before(cache, keypoints, names, "jhmdb_15", "k6", 0.75)
+
+
+def test_the_cache_carries_depth_and_the_dataset_gives_it_through_flips_and_noise(tmp_path):
+    """A 3D import's clips are cached with their depth (flagged per clip, read back bit for bit; boxes from x, y
+    alone, as for the same clips without z); a depth model's samples are (T, V, 4) = x, y, score, z, whose first
+    three channels are the 2D model's samples exactly (flip, noise and sampling drawn alike) and whose z follows its
+    joint through a flip; a depth model on clips without depth is one InputError."""
+    from helpers import shrec_folder
+    from pipelines.data.datasets import shrec17
+    from pipelines.errors import InputError
+
+    shrec_folder(tmp_path / "shrec")
+    params = ImportParams("shrec17")
+    run_import(tmp_path / "shrec", params, tmp_path / "store")
+    keypoints = KeypointSet(tmp_path / "store", params)
+    names = keypoints.names()
+    cache, report = ensure_pose_clips(keypoints, names, "shrec17_22", "hand")
+    assert report.computed == 8 and cache.depth.all()
+    header = json.loads(next((keypoints.store.stage("poseclips", report.key).items_dir).glob("@*/clips.json"))
+                        .read_text())
+    assert all(entry["depth"] is True for entry in header["clips"])
+    layout, entities = get_layout("shrec17_22"), get_entity_set("hand")
+    for i, name in enumerate(names):
+        clip = keypoints.load(name)
+        kp, boxes, visible, depth = cache.read_with_depth(i)
+        assert depth.dtype == np.float32 and depth.tobytes() == clip.depth.tobytes()
+        assert kp.tobytes() == clip.keypoints.astype(np.float32).tobytes()
+        want, _ = entity_boxes(clip.keypoints.astype(np.float64), layout, entities, (1, 1), 1.0)
+        assert boxes.tobytes() == want.astype(np.float32).tobytes()  # z plays no part in the boxes
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(cache.read(i), (kp, boxes, visible), strict=True))
+    index = shrec17(tmp_path / "shrec")
+    clips = LabelledClips(tuple(names), tuple(c.label for c in sorted(index.clips, key=lambda c: c.clip_id)))
+    flat_config = dualnet.preset("pose_tiny", num_classes=14, layout="shrec17_22", entity_set="hand")
+    deep_config = flat_config.override(pose_depth=True)
+    for train_params, train in ((TrainParams(flip=1.0, keypoint_noise=0.05, seed=2), True),
+                                (TrainParams(test_flip=True), False)):
+        flat = KeypointClipDataset(keypoints, clips, flat_config, train_params, train)
+        deep = KeypointClipDataset(keypoints, clips, deep_config, train_params, train)
+        for i in range(len(names)):
+            a, b = flat[i], deep[i]
+            assert b["keypoints"].shape == (flat_config.num_frames, 22, 4)
+            assert torch.equal(b["keypoints"][..., :3], a["keypoints"]) and torch.equal(b["boxes"], a["boxes"])
+            if not train:  # the test-time mirror image: z with its joint, unchanged in value
+                assert torch.equal(b["flipped_keypoints"][..., :3], a["flipped_keypoints"])
+                idx = segment_indices(len(keypoints.load(names[i]).depth), flat_config.num_frames, False)
+                z = torch.from_numpy(keypoints.load(names[i]).depth[idx])
+                assert torch.equal(b["keypoints"][..., 3], z)
+                perm = np.arange(22)
+                for p, q in layout.flip_pairs:
+                    perm[p], perm[q] = q, p
+                assert torch.equal(b["flipped_keypoints"][..., 3], z[:, perm])
+            else:  # noise on z too, at the scale of x, y's
+                z = torch.from_numpy(keypoints.load(names[i]).depth)
+                assert not any(torch.equal(b["keypoints"][t, :, 3], z[f]) for t in range(4) for f in range(len(z)))
+    pyskl = tmp_path / "flat.pkl"
+    kp = np.random.default_rng(0).uniform(100, 200, (1, 8, 22, 2))
+    pyskl.write_bytes(pickle.dumps({"annotations": [{"frame_dir": "flat", "label": 0, "keypoint": kp}]}))
+    flat_params = ImportParams("pyskl", layout="shrec17_22")
+    run_import(pyskl, flat_params, tmp_path / "store")
+    with pytest.raises(InputError, match=r"takes depth \(pose_depth\), but 1 of the 1 clips have none"):
+        KeypointClipDataset(KeypointSet(tmp_path / "store", flat_params), LabelledClips(("flat",), (0,)),
+                            deep_config, TrainParams(), False)

@@ -157,3 +157,81 @@ def test_test_time_flip_averages_the_clip_and_its_mirror_image(tmp_path):
                                     visible=b["flipped_visible"]).logits for b in loader]).numpy()
     np.testing.assert_allclose(both, (alone + mirrored) / 2, atol=1e-5)
     assert np.abs(both - alone).max() > 1e-3  # the mirror image does change the scores
+
+
+# parameters of the pose presets on SHREC'17's 22-joint hand (14 classes, hand entities) before depth existed
+BEFORE_DEPTH = {("pose", "body"): 1965466, ("pose", "entity"): 1759642, ("pose_tiny", "body"): 140010,
+                ("pose_tiny", "entity"): 88554}
+
+
+def _hand_inputs(config, seed: int = 0, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keypoints (B, T, 22, 4) = x, y, score, z (millimetres) and hand-entity boxes (B, T, K, 4)."""
+    g = torch.Generator().manual_seed(seed)
+    t, k = config.num_frames, len(get_entity_set("hand"))
+    xy = torch.rand(batch, t, 22, 2, generator=g) * 100 + 200
+    z = torch.rand(batch, t, 22, 1, generator=g) * 60 + 400
+    centre = torch.rand(batch, t, k, 2, generator=g) * 100 + 200
+    half = torch.rand(batch, t, k, 1, generator=g) * 20 + 10
+    return torch.cat([xy, torch.ones(batch, t, 22, 1), z], -1), torch.cat([centre - half, centre + half], -1)
+
+
+@pytest.mark.parametrize(("preset", "encoding"), sorted(BEFORE_DEPTH))
+def test_depth_off_is_the_model_of_before_and_on_widens_only_the_pose_input(preset, encoding):
+    """pose_depth=False: the parameters of before depth existed (counted then); pose_depth=True: the same model
+    but for the first layer of each entity's MLP, wider by the z features (per point 2, with a body encoding 5, and
+    2 + 2 per body joint of context)."""
+    from dualnet.model import MicroDualNet
+
+    common = dict(num_classes=14, layout="shrec17_22", entity_set="hand", pose_encoding=encoding)
+    flat = MicroDualNet(dualnet.preset(preset, **common))
+    deep = MicroDualNet(dualnet.preset(preset, **common, pose_depth=True))
+    assert sum(p.numel() for p in flat.parameters()) == BEFORE_DEPTH[preset, encoding]
+    enc = flat.pose
+    points, body = enc.index.shape[1], len(enc.body)
+    extra = points * 2 + (points * 3 + 2 + 2 * body if encoding != "entity" else 0)
+    flat_shapes, deep_shapes = ({k: v.shape for k, v in m.state_dict().items()} for m in (flat, deep))
+    assert flat_shapes.keys() == deep_shapes.keys()
+    changed = {k for k in flat_shapes if flat_shapes[k] != deep_shapes[k]}
+    assert changed == {f"pose.mlps.{k}.0.weight" for k in range(len(enc.mlps))}
+    for k in range(len(enc.mlps)):
+        assert deep.pose.mlps[k][0].in_features == enc.mlps[k][0].in_features + extra
+
+
+def test_a_depth_model_trains_responds_to_z_alone_and_ignores_missing_z():
+    """One training step runs with depth; changing only z changes the output (x, y, score the same); a missing z
+    (NaN) gives finite features, and z is not read without pose_depth (a 4-channel input is refused)."""
+    from dualnet.model import MicroDualNet
+
+    config = dualnet.preset("pose_tiny", num_classes=14, layout="shrec17_22", entity_set="hand", pose_depth=True)
+    torch.manual_seed(0)
+    model = MicroDualNet(config)
+    kp, boxes = _hand_inputs(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.pose.parameters()]
+    out = model(keypoints=kp, boxes=boxes, labels=torch.tensor([0, 1]))
+    loss, _ = model.loss(out, torch.tensor([0, 1]))
+    loss.backward()
+    assert model.pose.mlps[0][0].weight.grad[:, -1].abs().sum() > 0  # the z columns get gradient
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.pose.parameters(), strict=True))
+    model.eval()
+    with torch.no_grad():
+        base = model(keypoints=kp, boxes=boxes).logits
+        moved = kp.clone()
+        moved[..., 3] += torch.linspace(0, 40, 22)  # fingers at other depths, nothing else changed
+        assert not torch.allclose(model(keypoints=moved, boxes=boxes).logits, base, atol=1e-5)
+        shifted = kp.clone()
+        shifted[..., 3] += 250.0  # the whole hand further away: features are relative, motion unchanged
+        torch.testing.assert_close(model(keypoints=shifted, boxes=boxes).logits, base, atol=1e-4, rtol=1e-4)
+        holes = kp.clone()
+        holes[0, 1, 3:9, 3] = float("nan")
+        assert torch.isfinite(model(keypoints=holes, boxes=boxes).logits).all()
+        feats = model.pose.depth_features(holes, boxes, model.pose.person_frame(holes, model.pose.body))
+        assert torch.isfinite(feats).all()
+    flat = MicroDualNet(config.override(pose_depth=False))
+    with pytest.raises(ValueError, match=r"takes \(B, T, V, 3\)"):
+        flat(keypoints=kp, boxes=boxes)
+    with pytest.raises(ValueError, match=r"takes \(B, T, V, 4\)"):
+        model(keypoints=kp[..., :3], boxes=boxes)
+    with pytest.raises(ValueError, match="pose_depth reads z"):
+        dualnet.preset("tiny", pose_depth=True)

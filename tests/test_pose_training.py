@@ -11,19 +11,12 @@ import pytest
 from conftest import SHARED, requires_shared, run_cli
 from dualnet.entities import entity_boxes, entity_set_for, get_entity_set
 from dualnet.layouts import get_layout, layout_from_dict
+from helpers import hand_clip, shrec_folder
 
 SHREC = SHARED / "shrec17"
 HAND_NAMES = ["wrist", "palm", "thumb_cmc", "thumb_mcp", "thumb_ip", "thumb_tip"] + [
     f"{finger}_{joint}" for finger in ("index_finger", "middle_finger", "ring_finger", "pinky")
     for joint in ("mcp", "pip", "dip", "tip")]
-
-
-def _hand_clip(rng: np.random.Generator, frames: int, label: int) -> np.ndarray:
-    """(T, 22, 2) a hand whose fingers open (label 0) or close (label 1) over the clip, drifting a little."""
-    base = rng.uniform(300, 500, size=(1, 1, 2))
-    spread = np.linspace(20, 80, frames) if label == 0 else np.linspace(80, 20, frames)
-    offsets = rng.normal(0, 1, size=(1, 22, 2))
-    return base + offsets * spread[:, None, None] + rng.normal(0, 2, size=(frames, 22, 2))
 
 
 def test_any_skeleton_gets_boxes_and_an_entity_set():
@@ -32,7 +25,7 @@ def test_any_skeleton_gets_boxes_and_an_entity_set():
     hand = layout_from_dict({"name": "hand_22_test", "keypoint_names": HAND_NAMES})
     assert entity_set_for(hand) == "hand" and entity_set_for(get_layout("shrec17_22")) == "hand"
     assert entity_set_for(get_layout("jhmdb_15")) == "k6"
-    kp = np.concatenate([_hand_clip(np.random.default_rng(0), 12, 0), np.ones((12, 22, 1))], axis=-1)
+    kp = np.concatenate([hand_clip(np.random.default_rng(0), 12, 0), np.ones((12, 22, 1))], axis=-1)
     for name in ("hand", "k6"):  # k6 on a hand: no shoulders, hips or face, still finite boxes
         boxes, visible = entity_boxes(kp, hand, get_entity_set(name), (640, 480))
         assert np.isfinite(boxes).all() and boxes.shape == (12, len(get_entity_set(name)), 4)
@@ -60,7 +53,7 @@ def test_pose_preset_trains_and_evaluates_on_an_imported_pickle_without_tubes(tm
     annotations, split = [], {"train": [], "val": []}
     for i in range(48):
         label = i % 2
-        kp = _hand_clip(rng, 16, label)[None]
+        kp = hand_clip(rng, 16, label)[None]
         name = f"clip_{i:03d}"
         annotations.append({"frame_dir": name, "label": label, "img_shape": (480, 640), "total_frames": 16,
                             "keypoint": kp, "keypoint_score": np.ones(kp.shape[:3])})
@@ -84,7 +77,7 @@ def test_pose_preset_trains_and_evaluates_on_an_imported_pickle_without_tubes(tm
 @requires_shared
 def test_shrec17_imports_in_its_own_folder_layout(tmp_path):
     """Issue 14.3: the real SHREC'17 folder, both official lists (1,960 / 840), one item per sequence; x, y kept
-    in millimetres, depth left out (the store's keypoints are x, y, score)."""
+    in millimetres as the keypoints (x, y, score), z in millimetres as the item's depth."""
     from pipelines.data.datasets import shrec17
     from pipelines.formats.keypoints import KeypointSet
     from pipelines.formats.params import ImportParams
@@ -100,39 +93,29 @@ def test_shrec17_imports_in_its_own_folder_layout(tmp_path):
     clip = kps.load(first.clip_id)
     raw = np.loadtxt(SHREC / "gesture_1" / "finger_1" / "subject_2" / "essai_1" / "skeletons_world.txt")
     assert first.clip_id == "shrec17_g01_f1_s02_e1" and clip.layout == "shrec17_22"
-    np.testing.assert_allclose(clip.keypoints[..., :2], raw.reshape(-1, 22, 3)[..., :2] * 1000, rtol=1e-5)
+    xyz = raw.reshape(-1, 22, 3)
+    np.testing.assert_allclose(clip.keypoints[..., :2], xyz[..., :2] * 1000, rtol=1e-5)
     assert (clip.keypoints[..., 2] == 1).all()
+    assert clip.depth is not None and clip.depth.shape == (len(raw), 22) and clip.depth.dtype == np.float32
+    for frame, joint in ((0, 0), (0, 21), (len(raw) // 2, 5), (len(raw) - 1, 13)):  # a few joints and frames
+        assert clip.depth[frame, joint] == pytest.approx(raw[frame, 3 * joint + 2] * 1000, rel=1e-6)
+    assert 100 < np.nanmedian(clip.depth) < 2000  # a hand some 0.1-2 m from the camera, in millimetres
+    assert kps.has_depth(kps.names()) and "z in millimetres" in kps.attributes(first.clip_id)["coordinates"]
     again = run_import(SHREC, ImportParams("shrec17"), tmp_path / "store")
     assert not again.processed and len(again.skipped) == 2800
 
 
-def _shrec_folder(root, depth_shift: float = 0.0) -> None:
-    """A SHREC'17-format folder (its two lists, one skeletons_world.txt of 22 x (x, y, z) a line per sequence):
-    gestures 1 (grab) and 2 (tap), 3 training subjects and 1 test subject; z shifted by `depth_shift` metres."""
-    rng = np.random.default_rng(5)
-    lists = {"train": [], "test": []}
-    for gesture in (1, 2):
-        for subject in (1, 2, 3, 4):
-            frames = 20
-            xy = _hand_clip(rng, frames, gesture - 1) / 1000  # millimetre-scale hand, in metres
-            z = 0.4 + 0.02 * rng.standard_normal((frames, 22, 1)) + depth_shift
-            path = root / f"gesture_{gesture}" / "finger_1" / f"subject_{subject}" / "essai_1"
-            path.mkdir(parents=True)
-            np.savetxt(path / "skeletons_world.txt", np.concatenate([xy, z], -1).reshape(frames, 66), fmt="%.6f")
-            lists["test" if subject == 4 else "train"].append(f"{gesture} 1 {subject} 1 {gesture} "
-                                                              f"{2 * (gesture - 1) + 1} {frames}")
-    for split, lines in lists.items():
-        (root / f"{split}_gestures.txt").write_text("\n".join(lines) + "\n")
+def test_a_3d_source_imports_and_trains_and_evaluates_with_depth(tmp_path):
+    """A 3D source: SHREC'17's world coordinates (x, y, z) import with z as each item's depth (folders that differ
+    only in z store the same keypoints, and depths 500 mm apart); `train` on it takes depth by default (recorded in
+    the checkpoint's config), `eval` reads it back; `--no-depth` trains the 2D model, a different run."""
+    import torch
 
-
-def test_a_3d_source_imports_and_trains_with_depth_left_out(tmp_path):
-    """Issue 14.2, a 3D source: SHREC'17's world coordinates (x, y, z) import and train; depth is left out, and
-    says so in every item (the store's keypoints are x, y, score): folders that differ only in z store the same."""
     from pipelines.formats.keypoints import KeypointSet
     from pipelines.formats.params import ImportParams
 
-    _shrec_folder(tmp_path / "near")
-    _shrec_folder(tmp_path / "far", depth_shift=0.5)
+    shrec_folder(tmp_path / "near")
+    shrec_folder(tmp_path / "far", depth_shift=0.5)
     stores = {name: tmp_path / f"store_{name}" for name in ("near", "far")}
     for name, store in stores.items():
         result = run_cli("import", "shrec17", str(tmp_path / name), "--store", str(store))
@@ -140,11 +123,47 @@ def test_a_3d_source_imports_and_trains_with_depth_left_out(tmp_path):
     near, far = (KeypointSet(stores[n], ImportParams("shrec17")) for n in ("near", "far"))
     assert near.names() == far.names() and len(near.names()) == 8
     for clip in near.names():
-        np.testing.assert_array_equal(near.load(clip).keypoints, far.load(clip).keypoints)
-        assert near.load(clip).keypoints.shape == (20, 22, 3)
-        assert "depth left out" in near.attributes(clip)["coordinates"]
-    result = run_cli("train", "--dataset", "shrec17", "--root", str(tmp_path / "near"), "--store",
-                     str(stores["near"]), "--preset", "pose_tiny", "--epochs", "1", "--val-split", "test",
-                     "--flip", "0")
+        a, b = near.load(clip), far.load(clip)
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+        assert a.keypoints.shape == (20, 22, 3) and a.depth.shape == (20, 22)
+        np.testing.assert_allclose(b.depth - a.depth, 500.0, atol=1e-2)  # 0.5 m, in millimetres
+        assert 350 < a.depth.mean() < 450  # z = 0.4 m
+        assert "depth z in millimetres" in near.attributes(clip)["coordinates"]
+    args = ("--dataset", "shrec17", "--root", str(tmp_path / "near"), "--store", str(stores["near"]), "--preset",
+            "pose_tiny", "--epochs", "1", "--val-split", "test", "--flip", "0.5")
+    result = run_cli("train", *args)
     assert result.returncode == 0, result.stderr
     assert "entity set: hand" in result.stdout and "trained 1 epoch(s)" in result.stdout
+    assert "depth: z from the keypoints" in result.stdout
+    runs = sorted((stores["near"] / "train").glob("*/last.pt"))
+    assert len(runs) == 1 and torch.load(runs[0], weights_only=False)["config"]["pose_depth"] is True
+    result = run_cli("eval", "--dataset", "shrec17", "--root", str(tmp_path / "near"), "--store",
+                     str(stores["near"]), "--split", "test", "--checkpoint", str(runs[0]))
+    assert result.returncode == 0, result.stderr
+    top1 = float(next(line for line in result.stdout.splitlines() if "top1" in line).split()[-1].rstrip("%"))
+    assert 0.0 <= top1 <= 100.0
+    result = run_cli("train", *args, "--no-depth")
+    assert result.returncode == 0, result.stderr
+    assert "depth: left out" in result.stdout
+    configs = [torch.load(p, weights_only=False)["config"] for p in (stores["near"] / "train").glob("*/last.pt")]
+    assert sorted(c["pose_depth"] for c in configs) == [False, True]
+
+
+def test_dualnet_run_takes_depth_by_default_and_model_pose_depth_overrides(tmp_path):
+    """`dualnet run`'s pose path on a SHREC'17-format folder: depth by default, ``[model] pose_depth = false``
+    leaves it out, each recorded in the checkpoint's config and said in the run's report."""
+    import torch
+
+    from pipelines.experiment import run_config
+
+    shrec_folder(tmp_path / "shrec")
+    base = {"dataset": {"name": "shrec17"}, "keypoints": {"import": "shrec17", "folder": "."},
+            "train": {"epochs": 1, "val_split": "test", "flip": 0.0, "batch_size": 4}}
+    for pose_depth, line in ((None, "depth: z from the keypoints (every clip has it)"),
+                             (False, "depth: left out (the keypoints have it)")):
+        model = {"preset": "pose_tiny", **({} if pose_depth is None else {"pose_depth": pose_depth})}
+        report = run_config({**base, "model": model}, tmp_path / "shrec", tmp_path / "store",
+                            ["extract", "train"])
+        assert line in report.lines, report.lines
+        config = torch.load(report.checkpoint.parent / "last.pt", weights_only=False)["config"]
+        assert config["pose_depth"] is (pose_depth is None)

@@ -1,4 +1,5 @@
-"""Batched crop and colour jitter (dualnet/transforms.py): what per-clip code would give, on any batch."""
+"""Batched crop and colour jitter (dualnet/transforms.py): what per-clip code would give, on any batch; the pose flip
+with depth."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dualnet.transforms import colour_jitter, draw_crop_windows, jitter_crops
+from dualnet.entities import get_entity_set
+from dualnet.layouts import get_layout
+from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_pose, jitter_crops
 
 
 def _reference_crop(tube: torch.Tensor, window) -> torch.Tensor:
@@ -61,3 +64,26 @@ def test_colour_jitter_acts_per_clip_and_per_image():
         assert (out[i].double() - want).abs().max() <= 1
     dark = colour_jitter(torch.full((1, 3, 4, 4), 200, dtype=torch.uint8), torch.tensor([2.0]), torch.tensor([1.0]))
     assert dark.max() == 255  # clamped, not wrapped
+
+
+def test_the_pose_flip_mirrors_x_and_carries_depth_with_its_joint():
+    """Keypoints (F, V, 4) = x, y, score, z: a flip mirrors x, keeps every z value (a mirror in x does not move a
+    joint nearer the camera) and swaps left and right joints, z included; flipping twice gives the input back."""
+    layout, entities = get_layout("coco_17"), get_entity_set("k6")
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.uniform(0, 640, (5, 17, 2)), np.ones((5, 17, 1)), rng.uniform(300, 900, (5, 17, 1))],
+                        axis=-1).astype(np.float32)
+    kp[2, 9, 3] = np.nan  # a joint without z
+    centre, half = rng.uniform(100, 500, (5, len(entities), 2)), rng.uniform(10, 50, (5, len(entities), 1))
+    boxes = np.concatenate([centre - half, centre + half], -1).astype(np.float32)
+    flipped_boxes, flipped = hflip_pose(boxes, kp, 0.0, entities, layout)  # about x = 0, as the pose dataset does
+    left, right = layout.keypoint_names.index("left_wrist"), layout.keypoint_names.index("right_wrist")
+    assert {left, right} in [set(p) for p in layout.flip_pairs]
+    np.testing.assert_array_equal(flipped[:, left, 3], kp[:, right, 3])  # the wrists' z swap with them
+    np.testing.assert_array_equal(flipped[:, right, 3], kp[:, left, 3])
+    np.testing.assert_array_equal(flipped[:, left, 0], -kp[:, right, 0])  # x mirrored
+    np.testing.assert_array_equal(flipped[:, left, 1:3], kp[:, right, 1:3])  # y, score as they were
+    nose = layout.keypoint_names.index("nose")
+    np.testing.assert_array_equal(flipped[:, nose, 3], kp[:, nose, 3])  # a centre joint keeps its z
+    np.testing.assert_array_equal(np.sort(flipped[..., 3], axis=1), np.sort(kp[..., 3], axis=1))  # no z changed
+    np.testing.assert_array_equal(hflip_pose(flipped_boxes, flipped, 0.0, entities, layout)[1], kp)

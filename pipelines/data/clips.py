@@ -14,6 +14,7 @@ from dualnet.entities import flip_order, get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
 from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_boxes, hflip_clip, hflip_pose, jitter_crops
+from pipelines.errors import InputError
 from pipelines.formats.params import TrainParams
 from pipelines.formats.pose_clips import PoseClips, ensure_pose_clips
 from pipelines.formats.tube_packs import TubeSet, global_view
@@ -129,6 +130,9 @@ class KeypointClipDataset(Dataset):
     (`formats.pose_clips`): computed once, then read per sample, so that starting over 20,000 clips reads an index
     and holds a few numbers per clip. The dataset pickles as those numbers (DataLoader workers read the cache files
     themselves).
+
+    With ``config.pose_depth`` a sample's keypoints are (T, V, 4) = x, y, score, z (every clip must have depth),
+    else (T, V, 3) as they are stored.
     """
 
     def __init__(self, keypoints, clips: LabelledClips, config: ModelConfig, params: TrainParams, train: bool):
@@ -137,22 +141,31 @@ class KeypointClipDataset(Dataset):
         self.layout = get_layout(config.layout)
         self.epoch = 0
         self.cache = pose_clips(keypoints, clips.names, config)
+        if config.pose_depth and not self.cache.depth.all():
+            flat = self.clips.names[int(np.argmin(self.cache.depth))]
+            raise InputError(keypoints.output.path, f"the model takes depth (pose_depth), but "
+                                                    f"{int((~self.cache.depth).sum())} of the {len(self.cache)} "
+                                                    f"clips have none (2D keypoints), e.g. {flat!r}")
 
     def __len__(self) -> int:
         return len(self.clips.names)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.params.seed, self.epoch, i])
-        kp, boxes, visible = self.cache.read(i)
+        kp, boxes, visible, depth = self.cache.read_with_depth(i)
         idx = segment_indices(len(kp), self.config.num_frames, self.train, rng, self.params.temporal_crop)
         kp, boxes, visible = kp[idx].copy(), boxes[idx].copy(), visible[idx]
+        if self.config.pose_depth:  # (T, V, 4) = x, y, score, z: z travels with its joint through flips
+            kp = np.concatenate([kp, depth[idx, :, None]], axis=-1)
         if self.train and rng.random() < self.params.flip:
-            # mirror about x = 0: the encoder is translation-invariant
+            # mirror about x = 0: the encoder is translation-invariant (and z is not mirrored)
             boxes, kp = hflip_pose(boxes, kp, 0.0, self.entities, self.layout)
             visible = visible[:, flip_order(self.entities)]
         if self.train and self.params.keypoint_noise > 0:
             side = float(np.median(boxes[..., 2] - boxes[..., 0]))
             kp[..., :2] += rng.normal(0, self.params.keypoint_noise * side, kp[..., :2].shape)
+            if self.config.pose_depth:  # z at the same scale, drawn after x, y (2D samples are as before)
+                kp[..., 3] += rng.normal(0, self.params.keypoint_noise * side, kp[..., 3].shape)
         item = {"keypoints": torch.from_numpy(kp), "boxes": torch.from_numpy(boxes),
                 "visible": torch.from_numpy(np.ascontiguousarray(visible, dtype=bool)),
                 "label": torch.tensor(self.clips.labels[i])}
@@ -174,6 +187,9 @@ def pose_clips(keypoints, names, config: ModelConfig) -> PoseClips:
 def make_dataset(source, clips: LabelledClips, config: ModelConfig, params: TrainParams, train: bool) -> Dataset:
     """Samples from cached tubes (a TubeSet), or pose-only samples from keypoints (a KeypointSet)."""
     if isinstance(source, TubeSet):
+        if config.pose_depth:
+            raise InputError(source.output.path, "the model takes depth (pose_depth), but tubes hold 2D keypoints: "
+                                                 "depth is for pose presets on a 3D keypoint import")
         return ClipDataset(source, clips, config, params, train)
     if config.uses_rgb:
         raise ValueError(f"modality {config.modality!r} needs tubes; keypoints alone feed only the pose modality")

@@ -2,6 +2,9 @@
 
 A zarr v3 group with arrays ``keypoints`` (T, V, 3) = x, y, score (NaN where absent), ``detected`` (T,) bool and
 ``timestamps`` (T,) seconds, and attributes naming the layout, its keypoint names, fps, frame size and the source.
+A 3D source (SHREC'17's world coordinates, pyskl's 3D pickles) adds ``depth`` (T, V) float32 = z in the units of x
+and y (NaN where absent) and the attribute ``depth: true``; an item without depth has neither, exactly as items
+were before depth existed, so `keypoints` is x, y, score for every reader.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def write_keypoint_item(
     dtype: str = "float32",
     coordinates: str = "x, y in pixels of the source frame; score in [0, 1]; NaN where not detected",
     extra: dict[str, Any] | None = None,
+    depth: np.ndarray | None = None,
 ) -> None:
     """Write one item as a zarr group at `group_path` (a temporary location; the caller commits it).
 
@@ -88,28 +92,43 @@ def write_keypoint_item(
         keypoints: (T, V, 3) with V = layout.num_keypoints.
         detected: (T,) whether the subject was found in each frame.
         timestamps: (T,) seconds.
+        depth: Optional (T, V) z in the units of x and y, NaN where absent (3D sources).
     """
     t, v, c = keypoints.shape
     if v != layout.num_keypoints or c != 3:
         raise ValueError(f"keypoints of shape {keypoints.shape} do not fit layout {layout.name} "
                          f"({layout.num_keypoints} keypoints)")
+    check_depth(depth, keypoints)
     # whole arrays at once: 3 writes (importers write 20k items)
     group = zarr.open_group(group_path, mode="w", attributes={
-        **item_attrs(layout, fps, width, height, source_name, source_path, fingerprint, coordinates, extra),
+        **item_attrs(layout, fps, width, height, source_name, source_path, fingerprint, coordinates, extra,
+                     depth=depth is not None),
         "num_frames": t})
     chunk = min(max(t, 1), CHUNK_FRAMES)
     group.create_array("keypoints", data=keypoints.astype(dtype), chunks=(chunk, v, 3), **array_options())
     group.create_array("detected", data=np.asarray(detected, dtype=bool), chunks=(chunk,), **array_options())
     group.create_array("timestamps", data=np.asarray(timestamps, dtype=np.float64), chunks=(chunk,),
                        **array_options())
+    if depth is not None:
+        group.create_array("depth", data=np.asarray(depth, dtype=np.float32), chunks=(chunk, v), **array_options())
+
+
+def check_depth(depth: np.ndarray | None, keypoints: np.ndarray) -> None:
+    """A depth array must be (T, V) for keypoints (T, V, 3)."""
+    if depth is not None and np.shape(depth) != keypoints.shape[:2]:
+        raise ValueError(f"depth of shape {np.shape(depth)} does not fit keypoints of shape {keypoints.shape} "
+                         "(expected (T, V))")
 
 
 def item_attrs(layout: Layout, fps: float, width: int | None, height: int | None, source_name: str,
-               source_path: str, fingerprint: str, coordinates: str, extra: dict[str, Any] | None) -> dict:
-    """The attributes of an item (``num_frames`` 0 until its frames are known)."""
+               source_path: str, fingerprint: str, coordinates: str, extra: dict[str, Any] | None, *,
+               depth: bool = False) -> dict:
+    """The attributes of an item (``num_frames`` 0 until its frames are known); ``depth: true`` only for an item
+    that has a depth array (a 2D item's attributes are as they were before depth existed)."""
     return {"layout": layout.name, "keypoint_names": list(layout.keypoint_names), "fps": float(fps), "width": width,
             "height": height, "num_frames": 0, "source_name": source_name, "source_path": source_path,
-            "source_fingerprint": fingerprint, "coordinates": coordinates, **(extra or {})}
+            "source_fingerprint": fingerprint, "coordinates": coordinates, **({"depth": True} if depth else {}),
+            **(extra or {})}
 
 
 def item_attributes(item_path: Path) -> dict | None:
@@ -155,22 +174,25 @@ def write_keypoint_items(items: list[dict], concurrency: int = 64) -> None:
     from zarr.core.sync import sync
 
     async def one(item: dict) -> None:
-        kp = item["keypoints"]
+        kp, depth = item["keypoints"], item.get("depth")
         layout = item["layout"]
         t, v, c = kp.shape
         if v != layout.num_keypoints or c != 3:
             raise ValueError(f"keypoints of shape {kp.shape} do not fit layout {layout.name} "
                              f"({layout.num_keypoints} keypoints)")
+        check_depth(depth, kp)
         group = await za.open_group(store=item["group_path"], mode="w")
         attrs = item_attrs(layout, item["fps"], item["width"], item["height"], item["source_name"],
                             item["source_path"], item["fingerprint"],
                             item.get("coordinates", "x, y in pixels of the source frame; score in [0, 1]; NaN where "
-                                                    "not detected"), item.get("extra"))
+                                                    "not detected"), item.get("extra"), depth=depth is not None)
         await group.update_attributes({**attrs, "num_frames": t})
         chunk = min(max(t, 1), CHUNK_FRAMES)
         arrays = (("keypoints", kp.astype(item.get("dtype", "float32")), (chunk, v, 3)),
                   ("detected", np.asarray(item["detected"], dtype=bool), (chunk,)),
                   ("timestamps", np.asarray(item["timestamps"], dtype=np.float64), (chunk,)))
+        if depth is not None:
+            arrays += (("depth", np.asarray(depth, dtype=np.float32), (chunk, v)),)
         for name, data, chunks in arrays:
             array = await group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
                                              **array_options())

@@ -5,9 +5,10 @@ progress; `compact` then copies finished short items into packs. `import`, which
 writes packs directly (`PackWriter`). A pack is a zarr group at ``items/@<id>`` (no item can have
 that name: item names are `safe_name`s, which never hold '@')::
 
-    keypoints (N, V, 3), detected (N,), timestamps (N,)
+    keypoints (N, V, 3), detected (N,), timestamps (N,), and depth (N, V) in a pack of 3D items
         the items one after another along the frame axis, each starting on a chunk boundary (the frames between
-        items are NaN, False, NaN); every array is one shard, i.e. one file, and reading an item reads its chunks
+        items are NaN, False, NaN); every array is one shard, i.e. one file, and reading an item reads its chunks.
+        Items with depth and items without never share a pack: a pack has a depth array when its items do.
     attributes: layout, keypoint_names, chunk_frames and
         items: [{name, offset, <the item's own attributes: num_frames, fps, width, height, source_...>}]
 
@@ -34,12 +35,13 @@ import numpy as np
 import zarr
 
 from pipelines.errors import StoreError
-from pipelines.formats.keypoint_items import item_attributes, item_fingerprint
+from pipelines.formats.keypoint_items import check_depth, item_attributes, item_fingerprint
 from pipelines.kill_points import kill_point
 from pipelines.store import PACK_PREFIX, OutputFormat, StageOutput, register_output_format, safe_name
 from pipelines.store.integrity import array_options, damaged, is_checksum_error, missing
 
 KEYPOINT_ARRAYS = ("keypoints", "detected", "timestamps")  # the arrays of every item and pack
+DEPTH_ARRAY = "depth"  # (T, V) z of an item (or pack) whose attributes say ``depth: true``
 PACK_ITEMS = 256  # items per pack: MA-52's 22,422 clips -> 88 packs of 7 files
 PACK_FRAMES = 32_768  # frames per pack: 256 MA-52 clips; 543 points x 3 x float32 = 214 MB while a pack is built
 CHUNK_FRAMES = 32  # frames per chunk inside a pack: a 1-3 s clip is 2-3 whole chunks
@@ -86,12 +88,14 @@ class PackFrames:
 
     @classmethod
     def open(cls, array: Path) -> PackFrames | None:
-        """The reader of the array at `array` (a pack's ``keypoints`` folder), or None when it is not in that layout."""
+        """The reader of the array at `array` (a pack's ``keypoints`` or ``depth`` folder), or None when it is not in
+        that layout."""
         try:
             meta = json.loads((array / "zarr.json").read_text())
             (sharding,) = meta["codecs"]
             conf = sharding["configuration"]
-            if not (meta["zarr_format"] == 3 and sharding["name"] == "sharding_indexed" and len(meta["shape"]) == 3
+            if not (meta["zarr_format"] == 3 and sharding["name"] == "sharding_indexed"
+                    and len(meta["shape"]) in (2, 3)
                     and meta["chunk_grid"]["configuration"]["chunk_shape"] == meta["shape"]
                     and meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
                     and not meta.get("storage_transformers") and conf["index_location"] == "end"
@@ -102,13 +106,13 @@ class PackFrames:
                     and conf["index_codecs"][0]["configuration"]["endian"] == "little"
                     and meta["data_type"] in ("float16", "float32", "float64")):
                 return None
-            return cls(array / "c" / "0" / "0" / "0", tuple(meta["shape"]), conf["chunk_shape"][0],
+            return cls(array.joinpath("c", *["0"] * len(meta["shape"])), tuple(meta["shape"]), conf["chunk_shape"][0],
                        np.dtype(meta["data_type"]), float(meta["fill_value"]))
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
 
     def read(self, lo: int, hi: int) -> np.ndarray:
-        """Frames [lo, hi): (hi - lo, V, 3), as zarr reads them."""
+        """Frames [lo, hi): (hi - lo, V, 3) keypoints or (hi - lo, V) depth, as zarr reads them."""
         out = np.empty((hi - lo, *self.shape[1:]), self.dtype)
         with open(self.shard, "rb") as f:
             for c in range(lo // self.chunk, -(-hi // self.chunk)):
@@ -226,23 +230,25 @@ class KeypointPackBuilder:
         layout, keypoint_names: Shared by every item of the pack.
         dtype: Of the keypoints array (float32 or float16, as the items were written).
         capacity: Frames the pack may hold at most (items are placed on chunk boundaries).
+        depth: Whether the pack's items have depth (every one, or none).
     """
 
     def __init__(self, layout: str, keypoint_names: list[str], dtype: str, capacity: int = PACK_FRAMES,
-                 chunk_frames: int = CHUNK_FRAMES):
+                 chunk_frames: int = CHUNK_FRAMES, depth: bool = False):
         self.layout, self.keypoint_names, self.dtype = layout, list(keypoint_names), np.dtype(dtype)
         self.chunk = chunk_frames
         self.capacity = -(-capacity // chunk_frames) * chunk_frames
         self.keypoints = np.empty((0, len(keypoint_names), 3), self.dtype)  # (N, V, 3), NaN between items
+        self.depth = np.empty((0, len(keypoint_names)), np.float32) if depth else None  # (N, V), NaN between items
         self.detected = np.empty(0, bool)  # (N,)
         self.timestamps = np.empty(0, np.float64)  # (N,)
         self.entries: list[dict] = []
         self.frames = 0  # end of the last item, rounded up to a chunk
 
-    def fits(self, layout: str, num_keypoints: int, dtype, num_frames: int) -> bool:
-        """Whether an item of this shape can join the pack."""
+    def fits(self, layout: str, num_keypoints: int, dtype, num_frames: int, depth: bool = False) -> bool:
+        """Whether an item of this shape (with depth or not) can join the pack."""
         return (layout == self.layout and num_keypoints == len(self.keypoint_names) and np.dtype(dtype) == self.dtype
-                and self.frames + num_frames <= self.capacity)
+                and self.frames + num_frames <= self.capacity and depth == (self.depth is not None))
 
     def _grow(self, frames: int) -> None:
         """Room for `frames` frames at least (doubling, up to the capacity)."""
@@ -253,19 +259,24 @@ class KeypointPackBuilder:
         grown = np.full((size, *self.keypoints.shape[1:]), np.nan, self.dtype)
         grown[:have] = self.keypoints
         self.keypoints = grown
+        if self.depth is not None:
+            self.depth = np.concatenate([self.depth, np.full((size - have, self.depth.shape[1]), np.nan, np.float32)])
         self.detected = np.concatenate([self.detected, np.zeros(size - have, bool)])
         self.timestamps = np.concatenate([self.timestamps, np.full(size - have, np.nan)])
 
     def add(self, name: str, attrs: dict, keypoints: np.ndarray, detected: np.ndarray,
-            timestamps: np.ndarray) -> None:
-        """Append one item: keypoints (T, V, 3), detected (T,), timestamps (T,), with its attributes."""
+            timestamps: np.ndarray, depth: np.ndarray | None = None) -> None:
+        """Append one item: keypoints (T, V, 3), detected (T,), timestamps (T,), depth (T, V) or None, with its
+        attributes."""
         t = len(keypoints)
-        if not self.fits(attrs["layout"], keypoints.shape[1], keypoints.dtype, t):
+        if not self.fits(attrs["layout"], keypoints.shape[1], keypoints.dtype, t, depth is not None):
             raise ValueError(f"item {name!r} does not fit pack of layout {self.layout} ({self.frames} of "
-                             f"{self.capacity} frames used)")
+                             f"{self.capacity} frames used, depth {self.depth is not None})")
         at = self.frames
         self._grow(at + -(-t // self.chunk) * self.chunk)
         self.keypoints[at:at + t] = keypoints
+        if depth is not None:
+            self.depth[at:at + t] = depth
         self.detected[at:at + t] = detected
         self.timestamps[at:at + t] = timestamps
         self.entries.append({"name": name, "offset": at,
@@ -283,9 +294,12 @@ class KeypointPackBuilder:
         group = zarr.open_group(path, mode="w", attributes={  # one metadata write, not one per key
             "layout": self.layout, "keypoint_names": self.keypoint_names, "chunk_frames": self.chunk,
             "items": self.entries})
-        for name, data, chunks in (("keypoints", self.keypoints[:n], (self.chunk, *self.keypoints.shape[1:])),
-                                   ("detected", self.detected[:n], (self.chunk,)),
-                                   ("timestamps", self.timestamps[:n], (self.chunk,))):
+        arrays = [("keypoints", self.keypoints[:n], (self.chunk, *self.keypoints.shape[1:])),
+                  ("detected", self.detected[:n], (self.chunk,)),
+                  ("timestamps", self.timestamps[:n], (self.chunk,))]
+        if self.depth is not None:
+            arrays.append((DEPTH_ARRAY, self.depth[:n], (self.chunk, self.depth.shape[1])))
+        for name, data, chunks in arrays:
             group.create_array(name, data=data, chunks=chunks, shards=data.shape, **array_options())
 
 
@@ -307,17 +321,21 @@ def commit_pack(output: StageOutput, tmp: Path, builder: KeypointPackBuilder, re
     return pack
 
 
-def _read_loose(output: StageOutput, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _read_loose(output: StageOutput, name: str, attrs: dict) -> tuple[np.ndarray, ...]:
+    """keypoints, detected, timestamps and depth (None for an item without) of a loose item."""
     group = zarr.open_group(output.item_path(name), mode="r")
-    return group["keypoints"][:], group["detected"][:], group["timestamps"][:]
+    depth = group[DEPTH_ARRAY][:] if attrs.get("depth") else None
+    return group["keypoints"][:], group["detected"][:], group["timestamps"][:], depth
 
 
 def _read_packed(output: StageOutput, entry: PackedItem, groups: dict) -> tuple[np.ndarray, ...]:
+    """keypoints, detected, timestamps and depth (None for an item without) of a packed item."""
     if entry.pack not in groups:
         groups[entry.pack] = zarr.open_group(output.items_dir / entry.pack, mode="r")
     group = groups[entry.pack]
     lo, hi = entry.offset, entry.offset + entry.num_frames
-    return group["keypoints"][lo:hi], group["detected"][lo:hi], group["timestamps"][lo:hi]
+    depth = group[DEPTH_ARRAY][lo:hi] if entry.attrs.get("depth") else None
+    return group["keypoints"][lo:hi], group["detected"][lo:hi], group["timestamps"][lo:hi], depth
 
 
 def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = None, *,
@@ -374,7 +392,7 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
 
     for name, packed, attrs in sources:
         try:
-            arrays = _read_packed(output, packed, groups) if packed else _read_loose(output, name)
+            arrays = _read_packed(output, packed, groups) if packed else _read_loose(output, name, attrs)
         except ValueError as e:
             if not is_checksum_error(e):
                 raise
@@ -382,12 +400,13 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
             raise StoreError(f"{where}: damaged (a chunk fails its checksum); run `dualnet verify --repair`, then "
                              "re-run the stage to redo its items") from None
         t, v = arrays[0].shape[:2]
+        depth = arrays[3] is not None
         if builder is not None and (len(builder) >= pack_items or not builder.fits(attrs["layout"], v,
-                                                                                     arrays[0].dtype, t)):
+                                                                                     arrays[0].dtype, t, depth)):
             flush()
         if builder is None:
             builder = KeypointPackBuilder(attrs["layout"], attrs["keypoint_names"], str(arrays[0].dtype),
-                                          capacity=pack_frames)
+                                          capacity=pack_frames, depth=depth)
         builder.add(name, attrs, *arrays)
         if packed is None:
             loose_in_builder.append(name)
@@ -417,19 +436,26 @@ class PackWriter:
         self.packs = 0
 
     def add(self, name: str, attrs: dict, keypoints: np.ndarray, detected: np.ndarray,
-            timestamps: np.ndarray) -> None:
-        """Queue one item (attributes as `keypoint_format.item_attrs` makes them): keypoints (T, V, 3), detected
-        (T,), timestamps (T,). It is in the store once its pack is written (every `pack_items`, and at `finish`)."""
+            timestamps: np.ndarray, depth: np.ndarray | None = None) -> None:
+        """Queue one item (attributes as `keypoint_items.item_attrs` makes them, ``depth: true`` with a depth
+        array): keypoints (T, V, 3), detected (T,), timestamps (T,), depth (T, V) or None. It is in the store once
+        its pack is written (every `pack_items`, and at `finish`)."""
         keypoints = np.asarray(keypoints).astype(self.dtype)
+        check_depth(depth, keypoints)
+        if bool(attrs.get("depth")) != (depth is not None):
+            raise ValueError(f"item {name!r}: its attributes say depth {bool(attrs.get('depth'))}, but a depth "
+                             f"array is {'missing' if depth is None else 'given'}")
+        depth = None if depth is None else np.asarray(depth, np.float32)
         t, v = keypoints.shape[:2]
         if self.builder is not None and (len(self.builder) >= self.pack_items
-                                         or not self.builder.fits(attrs["layout"], v, keypoints.dtype, t)):
+                                         or not self.builder.fits(attrs["layout"], v, keypoints.dtype, t,
+                                                                  depth is not None)):
             self.flush()
         if self.builder is None:
             self.builder = KeypointPackBuilder(attrs["layout"], attrs["keypoint_names"], self.dtype,
-                                               capacity=max(PACK_FRAMES, t))
+                                               capacity=max(PACK_FRAMES, t), depth=depth is not None)
         self.builder.add(safe_name(name), {**attrs, "num_frames": t}, keypoints, np.asarray(detected, bool),
-                         np.asarray(timestamps, np.float64))
+                         np.asarray(timestamps, np.float64), depth)
 
     def flush(self) -> None:
         """Write and commit the pack in progress, if any."""

@@ -5,6 +5,7 @@
     >>> kps.names()                             # the videos in the store
     >>> clip = kps.load("B1_nodding__0019_02_0078")
     >>> clip.keypoints.shape                    # (T, V, 3): x, y in pixels, score
+    >>> clip.depth                              # (T, V) z of a 3D source (SHREC'17), None for 2D keypoints
     >>> df = kps.dataframe()                    # video, frame, keypoint, x, y, score, detected
 """
 
@@ -19,7 +20,7 @@ import pandas as pd
 import zarr
 
 from pipelines.errors import StoreError
-from pipelines.formats.keypoint_packs import KEYPOINT_ARRAYS, KeypointIndex, PackFrames
+from pipelines.formats.keypoint_packs import DEPTH_ARRAY, KEYPOINT_ARRAYS, KeypointIndex, PackFrames
 from pipelines.formats.params import EXTRACT_STAGE, IMPORT_STAGE, ExtractParams, ImportParams, extract_key, import_key
 from pipelines.store import StageOutput, Store, safe_name
 from pipelines.store.integrity import is_checksum_error, missing
@@ -41,6 +42,7 @@ class VideoKeypoints:
     height: int | None
     layout: str
     keypoint_names: list[str]
+    depth: np.ndarray | None = None  # (T, V) z in the units of x, y (NaN where absent); None: a 2D source
 
 
 class KeypointSet:
@@ -66,7 +68,7 @@ class KeypointSet:
         self.manifest = self.output.manifest()  # raises StoreError naming the store when absent
         self.index = KeypointIndex(self.output)
         self._packs: dict[str, dict[str, zarr.Array]] = {}  # array handles, opened once per pack
-        self._frames: dict[str, PackFrames | None] = {}  # direct readers of packs' keypoints, opened once per pack
+        self._frames: dict[tuple[str, str], PackFrames | None] = {}  # direct readers of packs' arrays, opened once
         self.segments: dict[str, tuple[str, int, int]] = {}  # clip -> (item, start, end), see `cut`
 
     def cut(self, segments: dict[str, tuple[str, int, int]]) -> KeypointSet:
@@ -92,11 +94,13 @@ class KeypointSet:
         """(end - start, V, 3) keypoints of frames [start, end) of one item, reading that array alone."""
         return self.keypoint_windows([(name, start, end)])[0]
 
-    def keypoint_windows(self, spans: list[tuple[str, int, int]]) -> list[np.ndarray]:
+    def keypoint_windows(self, spans: list[tuple[str, int, int]], array: str = "keypoints"
+                         ) -> list[np.ndarray | None]:
         """`keypoint_window` of each (item, start, end), in that order, with one read for windows that lie close
         together in one pack (a zarr read costs ~2-5 ms whatever its size): the frames between windows fewer than
         `MERGE_GAP` apart are read and dropped. Packs are read straight from their shard file (`PackFrames`, ~0.1 ms
-        a chunk of 32 frames against zarr's ~0.4 ms), anything else through zarr. Views into the blocks read."""
+        a chunk of 32 frames against zarr's ~0.4 ms), anything else through zarr. Views into the blocks read.
+        `array` "depth": the (T, V) depth windows instead, None for an item without depth."""
         out: list[np.ndarray | None] = [None] * len(spans)
         groups: dict[int, list] = {}  # one array (a pack's, or a loose item's) -> [source, (first, end, i, name)...]
         for i, (name, start, end) in enumerate(spans):
@@ -104,9 +108,11 @@ class KeypointSet:
             if not 0 <= start < end <= total:
                 raise StoreError(f"{self.output.item_path(name)}: frames [{start}, {end}) are outside its {total} "
                                  "frames")
-            if id(arrays["keypoints"]) not in groups:
-                groups[id(arrays["keypoints"])] = [(arrays["keypoints"], self._pack_frames(name))]
-            groups[id(arrays["keypoints"])].append((offset + start, offset + end, i, name))
+            if array not in arrays:  # depth of a 2D item
+                continue
+            if id(arrays[array]) not in groups:
+                groups[id(arrays[array])] = [(arrays[array], self._pack_frames(name, array))]
+            groups[id(arrays[array])].append((offset + start, offset + end, i, name))
         for source, *windows in groups.values():
             windows.sort()
             run = [windows[0]]
@@ -127,14 +133,15 @@ class KeypointSet:
                     run, (lo, hi) = [window], window[:2]
         return out
 
-    def _pack_frames(self, name: str) -> PackFrames | None:
-        """The direct reader of the pack that holds item `name` (None: a loose item, or a pack zarr must read)."""
+    def _pack_frames(self, name: str, array: str = "keypoints") -> PackFrames | None:
+        """The direct reader of `array` of the pack that holds item `name` (None: a loose item, or a pack zarr must
+        read)."""
         entry = self.index.locate(name)
         if entry is None:
             return None
-        if entry.pack not in self._frames:
-            self._frames[entry.pack] = PackFrames.open(self.output.items_dir / entry.pack / "keypoints")
-        return self._frames[entry.pack]
+        if (entry.pack, array) not in self._frames:
+            self._frames[entry.pack, array] = PackFrames.open(self.output.items_dir / entry.pack / array)
+        return self._frames[entry.pack, array]
 
     def _read(self, source: tuple[zarr.Array, PackFrames | None], lo: int, hi: int, name: str) -> np.ndarray:
         """Frames [lo, hi) of an array (read directly when it can be), a failing checksum as a StoreError naming
@@ -187,7 +194,11 @@ class KeypointSet:
                     if entry.pack not in self._packs:
                         group = zarr.open_group(self.output.items_dir / entry.pack, mode="r")
                         self._packs[entry.pack] = {a: group[a] for a in KEYPOINT_ARRAYS}
-                    return self._packs[entry.pack], entry.offset, entry.num_frames, dict(entry.attrs)
+                    arrays = self._packs[entry.pack]
+                    if entry.attrs.get("depth") and DEPTH_ARRAY not in arrays:  # a pack of 3D items
+                        arrays[DEPTH_ARRAY] = zarr.open_group(self.output.items_dir / entry.pack,
+                                                              mode="r")[DEPTH_ARRAY]
+                    return arrays, entry.offset, entry.num_frames, dict(entry.attrs)
                 if safe_name(name) in self.index.loose:
                     path = self.output.item_path(name)
                     if not path.is_dir():
@@ -196,8 +207,9 @@ class KeypointSet:
                     if problem is not None:
                         raise StoreError(f"{path}: damaged, {problem}; re-run the stage that wrote it to redo it")
                     group = zarr.open_group(path, mode="r")
-                    arrays = {a: group[a] for a in KEYPOINT_ARRAYS}
-                    return arrays, 0, arrays["detected"].shape[0], dict(group.attrs)
+                    attrs = dict(group.attrs)
+                    arrays = {a: group[a] for a in KEYPOINT_ARRAYS + ((DEPTH_ARRAY,) if attrs.get("depth") else ())}
+                    return arrays, 0, arrays["detected"].shape[0], attrs
             except FileNotFoundError:
                 pass  # packed or repacked by a writer since the index was read
             if attempt == 0:
@@ -206,6 +218,11 @@ class KeypointSet:
         if damage is not None:
             raise StoreError(f"{damage}; re-run the stage that wrote it to redo its items")
         raise StoreError(f"{self.output.path}: no keypoints for video {name!r}")
+
+    def has_depth(self, names: list[str]) -> bool:
+        """Whether every one of the items (or a `cut` view's clips) `names` has depth (a 3D source), from their
+        attributes alone; False for no names."""
+        return bool(names) and all(self.attributes(n).get("depth") for n in names)
 
     def detected(self, name: str) -> np.ndarray:
         """(T,) whether the subject was found in each frame of one video (reads only that array)."""
@@ -235,6 +252,7 @@ class KeypointSet:
         window = slice(offset + lo, offset + hi)
         try:
             keypoints, detected, timestamps = (arrays[a][window] for a in KEYPOINT_ARRAYS)
+            depth = arrays[DEPTH_ARRAY][window] if DEPTH_ARRAY in arrays else None
         except ValueError as e:
             if not is_checksum_error(e):
                 raise
@@ -250,6 +268,7 @@ class KeypointSet:
             height=attrs["height"],
             layout=attrs["layout"],
             keypoint_names=list(attrs["keypoint_names"]),
+            depth=depth,
         )
 
     def load_clip(self, clip) -> VideoKeypoints:

@@ -88,7 +88,9 @@ def extract_key(params: ExtractParams, namespace: str = "") -> str:
 
 # --- import ---------------------------------------------------------------------------------------------------
 IMPORT_STAGE = "import"
-IMPORT_VERSION = 2  # 2: clip names with characters outside [A-Za-z0-9._-] carry a hash (store.safe_name)
+IMPORT_VERSION = 3  # 2: clip names with characters outside [A-Za-z0-9._-] carry a hash (store.safe_name)
+# 3: 3D sources keep z as each item's depth array (SHREC'17; pyskl's (M, T, V, 3) keypoints are x, y, z, as pyskl
+#    reads them, no longer x, y, score)
 IMPORT_FORMATS = ("openpose", "pyskl", "jhmdb", "miga", "shrec17")
 
 
@@ -221,7 +223,7 @@ class TrainParams:
 
 # --- pose clips (the pose-only training cache) ---------------------------------------------------------------------
 POSE_CLIPS_STAGE = "poseclips"
-POSE_CLIPS_VERSION = 1
+POSE_CLIPS_VERSION = 2  # 2: a clip of a 3D source also holds its (T, V) depth (``depth`` in its entry)
 
 
 def pose_clips_spec(keypoints: StageOutput, layout: str, entity_set: str, smooth_sigma: float = 1.0) -> StageSpec:

@@ -6,10 +6,12 @@ The output ``<store>/poseclips/<key>/`` is keyed by the keypoint output, the lay
 the box smoothing (`params.pose_clips_spec`); clips are added as runs ask for them, in packs ``items/@<id>/``::
 
     clips.json  {"num_keypoints": V, "num_entities": K, "clips": [{name, item, start, end, fingerprint, frames,
-                offset, nbytes, crc32}]}: each clip's frames [start, end) of its keypoint item and the item's source
-                fingerprint (a re-extracted item is recomputed), where its bytes lie in data.bin and their CRC-32
+                depth, offset, nbytes, crc32}]}: each clip's frames [start, end) of its keypoint item and the item's
+                source fingerprint (a re-extracted item is recomputed), whether it has depth (its item's ``depth``
+                attribute), where its bytes lie in data.bin and their CRC-32
     data.bin    per clip, Zstandard-compressed: keypoints (T, V, 3) float32, boxes (T, K, 4) float32, visible (T, K)
-                bool, exactly the arrays `dualnet.entities.entity_boxes` gives for the clip's keypoints
+                bool, exactly the arrays `dualnet.entities.entity_boxes` gives for the clip's keypoints (boxes from
+                x, y alone), then, for a clip with depth, its depth (T, V) float32
 
 A newer pack's copy of a clip counts over an older one's. A pack is written under the output's ``tmp/`` and lands
 with one rename by the process that holds the store lock: a killed build loses at most the packs in progress, and the
@@ -78,14 +80,18 @@ def _identity(keypoints: KeypointSet, name: str) -> dict:
 
 
 def clip_arrays(keypoints: KeypointSet, spans: list[tuple[str, int, int]], layout, entities, smooth_sigma: float
-                ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(keypoints (T, V, 3) float32, boxes (T, K, 4) float32, visible (T, K) bool) of each clip, given as (item,
-    start, end), computed from its stored keypoints: what the cache holds. Clips next to each other in a keypoint
-    pack are read together and all their boxes computed in one batch."""
+                ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(keypoints (T, V, 3) float32, boxes (T, K, 4) float32, visible (T, K) bool, depth (T, V) float32 or None)
+    of each clip, given as (item, start, end), computed from its stored keypoints: what the cache holds. Clips next
+    to each other in a keypoint pack are read together and all their boxes computed in one batch."""
     windows = keypoints.keypoint_windows(spans)
-    sizes = [(attrs["width"] or 1, attrs["height"] or 1) for attrs in (keypoints.attributes(s[0]) for s in spans)]
+    attrs = [keypoints.attributes(s[0]) for s in spans]
+    depths = (keypoints.keypoint_windows(spans, "depth") if any(a.get("depth") for a in attrs)
+              else [None] * len(spans))
+    sizes = [(a["width"] or 1, a["height"] or 1) for a in attrs]
     boxes = entity_boxes_batch(windows, layout, entities, sizes, smooth_sigma)
-    return [(np.asarray(kp, np.float32), b.astype(np.float32), v) for kp, (b, v) in zip(windows, boxes, strict=True)]
+    return [(np.asarray(kp, np.float32), b.astype(np.float32), v, None if z is None else np.asarray(z, np.float32))
+            for kp, (b, v), z in zip(windows, boxes, depths, strict=True)]
 
 
 def _read_order(keypoints: KeypointSet, identity: dict) -> tuple:
@@ -122,12 +128,13 @@ def _write_pack(keypoints: KeypointSet, names: list[str], identities: dict[str, 
     with open(folder / "data.bin", "wb") as f:
         for batch in _batches(names, identities):
             spans = [(identities[n]["item"], identities[n]["start"], identities[n]["end"]) for n in batch]
-            for name, (kp, boxes, visible) in zip(batch, clip_arrays(keypoints, spans, resolved, entities,
-                                                                     smooth_sigma), strict=True):
-                blob = CODEC.encode(b"".join(memoryview(np.ascontiguousarray(a)) for a in (kp, boxes, visible)))
+            for name, (kp, boxes, visible, depth) in zip(batch, clip_arrays(keypoints, spans, resolved, entities,
+                                                                            smooth_sigma), strict=True):
+                arrays = (kp, boxes, visible) if depth is None else (kp, boxes, visible, depth)
+                blob = CODEC.encode(b"".join(memoryview(np.ascontiguousarray(a)) for a in arrays))
                 f.write(blob)
-                entries.append({"name": name, **identities[name], "frames": len(kp), "offset": offset,
-                                "nbytes": len(blob), "crc32": zlib.crc32(blob)})
+                entries.append({"name": name, **identities[name], "frames": len(kp), "depth": depth is not None,
+                                "offset": offset, "nbytes": len(blob), "crc32": zlib.crc32(blob)})
                 offset += len(blob)
         f.flush()
         os.fsync(f.fileno())
@@ -243,6 +250,7 @@ class PoseClips:
         self.nbytes = np.array([e["nbytes"] for e in entries], dtype=np.int64)
         self.frames = np.array([e["frames"] for e in entries], dtype=np.int64)
         self.crc = np.array([e["crc32"] for e in entries], dtype=np.uint32)
+        self.depth = np.array([bool(e.get("depth")) for e in entries], dtype=bool)  # which clips have depth
         self.names = list(names)
         self._files: dict[int, int] = {}  # pack -> open file descriptor, per process
 
@@ -261,6 +269,10 @@ class PoseClips:
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keypoints (T, V, 3) float32, boxes (T, K, 4) float32, visible (T, K) bool) of clip `i` (read-only)."""
+        return self.read_with_depth(i)[:3]
+
+    def read_with_depth(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """`read`'s arrays and the clip's depth (T, V) float32 (None for a clip without), read-only."""
         p = int(self.pack[i])
         if p not in self._files:
             try:
@@ -277,4 +289,7 @@ class PoseClips:
         kp = np.frombuffer(raw, np.float32, t * v * 3).reshape(t, v, 3)
         boxes = np.frombuffer(raw, np.float32, t * k * 4, t * v * 3 * 4).reshape(t, k, 4)
         visible = np.frombuffer(raw, np.bool_, t * k, t * (v * 3 + k * 4) * 4).reshape(t, k)
-        return kp, boxes, visible
+        depth = None
+        if self.depth[i]:  # after the other arrays
+            depth = np.frombuffer(raw, np.float32, t * v, t * (v * 3 + k * 4) * 4 + t * k).reshape(t, v)
+        return kp, boxes, visible, depth

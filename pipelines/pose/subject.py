@@ -20,10 +20,10 @@ def body_box(keypoints: np.ndarray, body: Sequence[int], min_score: float = MIN_
     """Centre and size ``(cx, cy, size)`` of the confident body keypoints of one person, or None.
 
     Args:
-        keypoints: (V, 3) x, y, score.
+        keypoints: (V, 3) x, y, score (further channels, such as z, are not used).
         body: Indices of the body keypoints in the layout.
     """
-    pts = keypoints[list(body)]
+    pts = keypoints[list(body), :3]
     ok = np.isfinite(pts).all(axis=1) & (pts[:, 2] >= min_score)
     if ok.sum() < 2:
         return None
@@ -45,17 +45,19 @@ def track_main_subject(
     """Choose the main subject in every frame.
 
     Args:
-        candidates: Per frame, the people detected there, each (V, 3).
+        candidates: Per frame, the people detected there, each (V, C): x, y, score, then any channels carried along
+            (a 3D source's z).
         num_keypoints: V, for the output of frames where nobody is kept.
         body: Indices of the body keypoints.
         max_jump: Largest centre displacement per frame, in body sizes, that still counts as the same person.
         max_gap: A gap of missing frames widens the allowed jump, up to this many frames' worth.
 
     Returns:
-        keypoints (T, V, 3) float64 with NaN where no subject is kept, and detected (T,) bool.
+        keypoints (T, V, C) float64 with NaN where no subject is kept, and detected (T,) bool.
     """
     n = len(candidates)
-    out = np.full((n, num_keypoints, 3), np.nan)
+    channels = next((p.shape[-1] for people in candidates for p in people), 3)
+    out = np.full((n, num_keypoints, channels), np.nan)
     detected = np.zeros(n, dtype=bool)
     boxes = [[body_box(p, body) for p in people] for people in candidates]
 

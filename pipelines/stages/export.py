@@ -3,10 +3,10 @@
 Inputs are the model's, by name, batch first (any batch size): ``frames`` (B, T, 3, G, G) uint8 for RGB models
 with ``tubes`` (B, T, K, 3, S, S) uint8 (crop SEM) or ``frame_boxes`` (B, T, K, 4) float32 (ROIAlign SEM: the
 entity boxes in the global frames' pixels), ``keypoints`` (B, T, V, 3) float32 (x, y in pixels, score; NaN where
-missing) and ``boxes`` (B, T, K, 4) float32 (x1, y1, x2, y2 pixels) for pose models. Outputs: ``logits``
-(B, classes), ``routing`` (B, K, 2) (the ST / TS weights of each entity) and, with a coarse head,
-``coarse_logits``. A JSON file beside the graph records the inputs' shapes, the class names and how the inputs
-were made (tube and pose parameters), so that a runtime can prepare them.
+missing; (B, T, V, 4) = x, y, score, z for a model with ``pose_depth``) and ``boxes`` (B, T, K, 4) float32 (x1, y1,
+x2, y2 pixels) for pose models. Outputs: ``logits`` (B, classes), ``routing`` (B, K, 2) (the ST / TS weights of
+each entity) and, with a coarse head, ``coarse_logits``. A JSON file beside the graph records the inputs' shapes,
+the class names and how the inputs were made (tube and pose parameters), so that a runtime can prepare them.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def example_inputs(model: MicroDualNet, tube_params: TubeParams, batch: int = 2,
     if config.uses_pose:
         xy = torch.rand(batch, t, v, 2, generator=g) * 400 + 100
         out["keypoints"] = torch.cat([xy, torch.rand(batch, t, v, 1, generator=g)], dim=-1)
+        if config.pose_depth:  # z, in the units of x, y
+            out["keypoints"] = torch.cat([out["keypoints"], torch.rand(batch, t, v, 1, generator=g) * 100 + 400], -1)
         centre = torch.rand(batch, t, k, 2, generator=g) * 400 + 100
         half = torch.rand(batch, t, k, 1, generator=g) * 60 + 20
         out["boxes"] = torch.cat([centre - half, centre + half], dim=-1)

@@ -125,8 +125,8 @@ def run_import(source: str | Path, params: ImportParams, store: Store | str | Pa
                 timestamps = np.arange(len(clip.keypoints)) / clip.fps
                 attrs = item_attrs(clip.layout, clip.fps, clip.width, clip.height, Path(clip.source_path).name,
                                    clip.source_path, fp, clip.coordinates,
-                                   {"import_format": params.format, **clip.extra})
-                writer.add(clip.name, attrs, clip.keypoints, clip.detected, timestamps)
+                                   {"import_format": params.format, **clip.extra}, depth=clip.depth is not None)
+                writer.add(clip.name, attrs, clip.keypoints, clip.detected, timestamps, clip.depth)
                 kill_point("import.clip")
                 report.processed.append(clip.name)
         writer.finish()

@@ -399,6 +399,10 @@ def run_predict(inputs: list[str], checkpoint: str | Path, store: Store | str | 
     started = time.perf_counter()
     people_table = read_people(people) if people is not None else None
     predictor = Predictor.load(checkpoint, store, device)
+    if predictor.model.config.pose_depth:
+        raise InputError(checkpoint, "the model takes depth (pose_depth: z from a 3D keypoint source), but predict "
+                                     "scores videos, whose extracted keypoints are x, y only: use a model trained "
+                                     "with --no-depth")
     sources = resolve_sources(inputs)
     # Videos scored here are kept apart from any dataset's items (a file named like a training clip must not
     # replace it), and a changed video under a known name is simply extracted again.

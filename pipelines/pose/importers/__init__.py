@@ -27,6 +27,7 @@ class ImportedClip:
     height: int | None = None
     coordinates: str = "x, y in pixels of the source frame; score in [0, 1]; NaN where not detected"
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. label, split, record index
+    depth: np.ndarray | None = None  # (T, V) z in the units of x, y, NaN where absent; None: a 2D source
 
 
 def people_to_subject(people_per_frame: list[list[np.ndarray]], layout: Layout) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,9 @@
 """pyskl / mmaction2 ``PoseDataset`` pickles, and the JHMDB joint pickles of DD-Net.
 
 pyskl: ``{"split": {name: [frame_dir, ...]}, "annotations": [{"frame_dir", "label", "img_shape": (h, w),
-"total_frames", "keypoint": (M, T, V, 2), "keypoint_score": (M, T, V)}]}``. JHMDB (DD-Net): ``{"pose": [(T, 15, 2)],
-"label": [str]}`` with centred, scale-normalised coordinates.
+"total_frames", "keypoint": (M, T, V, C), "keypoint_score": (M, T, V)}]}``; C is 2 (x, y) or 3 (x, y, z: pyskl's 3D
+skeletons, whose z is kept as the item's depth), scores are `keypoint_score` (1 without it), as pyskl reads them.
+JHMDB (DD-Net): ``{"pose": [(T, 15, 2)], "label": [str]}`` with centred, scale-normalised coordinates.
 """
 
 from __future__ import annotations
@@ -41,31 +42,32 @@ def _annotation_clip(path: Path, i: int, ann: object, layout: Layout, fps: float
         raise InputError(path, f"{where}: missing 'keypoint'")
     kp = np.asarray(ann["keypoint"], dtype=np.float64)
     if kp.ndim != 4 or kp.shape[-1] not in (2, 3):
-        raise InputError(path, f"{where}: 'keypoint' has shape {kp.shape}, expected (M, T, V, 2)")
+        raise InputError(path, f"{where}: 'keypoint' has shape {kp.shape}, expected (M, T, V, 2) or (M, T, V, 3)")
     m, t, v, _ = kp.shape
     if v != layout.num_keypoints:
         raise InputError(path, f"{where}: {v} keypoints per person, but layout {layout.name} has "
                                f"{layout.num_keypoints} (choose --layout)")
-    if kp.shape[-1] == 3:
-        score = kp[..., 2]
-    elif "keypoint_score" in ann:
+    if "keypoint_score" in ann:
         score = np.asarray(ann["keypoint_score"], dtype=np.float64)
         if score.shape != (m, t, v):
             raise InputError(path, f"{where}: 'keypoint_score' has shape {score.shape}, expected {(m, t, v)}")
     else:
         score = np.ones((m, t, v))
-    people = np.concatenate([kp[..., :2], score[..., None]], axis=-1)  # (M, T, V, 3)
-    absent = (people[..., 0] == 0) & (people[..., 1] == 0)  # pyskl pads missing people/joints with zeros
-    people[absent] = (np.nan, np.nan, 0.0)
+    people = np.concatenate([kp[..., :2], score[..., None], kp[..., 2:]], axis=-1)  # (M, T, V, 3 or 4: + z)
+    absent = (kp == 0).all(-1)  # pyskl pads missing people/joints with zeros
+    people[absent] = (np.nan, np.nan, 0.0, np.nan)[:people.shape[-1]]
     per_frame = [[people[p, f] for p in range(m) if not absent[p, f].all()] for f in range(t)]
-    keypoints, detected = people_to_subject(per_frame, layout)
+    tracked, detected = people_to_subject(per_frame, layout)  # (T, V, 3 or 4): z travels with its person
+    keypoints, depth = tracked[..., :3], (tracked[..., 3] if tracked.shape[-1] == 4 else None)
     h, w = (ann.get("img_shape") or ann.get("original_shape") or (None, None))[:2]
     extra = {"record": i}
     if "label" in ann:
         extra["label"] = int(ann["label"])
+    coordinates = ("x, y in pixels of the source frame, depth z in the source's units; score in [0, 1]; NaN where "
+                   "not detected") if depth is not None else ImportedClip.coordinates
     return ImportedClip(name=name, keypoints=keypoints, detected=detected, layout=layout, fps=fps,
                         source_path=str(path), width=None if w is None else int(w),
-                        height=None if h is None else int(h), extra=extra)
+                        height=None if h is None else int(h), coordinates=coordinates, extra=extra, depth=depth)
 
 
 def read_pyskl(path: Path, layout: Layout, fps: float) -> list[ImportedClip]:

@@ -4,8 +4,8 @@
 label_14 label_28 frames``; the sequence is ``<root>/gesture_<g>/finger_<f>/subject_<s>/essai_<e>/
 skeletons_world.txt``, one frame a line of 66 numbers (22 joints x, y, z in metres, depth-camera world coordinates).
 
-The keypoint store holds (x, y, score) per joint, so x and y are kept (in millimetres, so that boxes and scales are
-in the same range as pixel data) and depth is left out; every joint is tracked in every frame (score 1).
+x, y and z are all kept, in millimetres (so that boxes and scales are in the same range as pixel data): x, y and a
+score as the item's keypoints, z as its depth array; every joint is tracked in every frame (score 1).
 """
 
 from __future__ import annotations
@@ -73,10 +73,12 @@ def read_shrec17(root: Path, fps: float = 30.0) -> list[ImportedClip]:
             raise InputError(path, f"{len(values)} frames, but the list says {r['frames']}")
         xyz = values.reshape(len(values), 22, 3)
         keypoints = np.concatenate([xyz[..., :2] * 1000.0, np.ones((len(values), 22, 1))], axis=-1)
-        keypoints[~np.isfinite(xyz).all(axis=-1)] = np.nan
+        absent = ~np.isfinite(xyz).all(axis=-1)
+        keypoints[absent] = np.nan
+        depth = np.where(absent, np.nan, xyz[..., 2] * 1000.0)  # (T, 22) millimetres
         extra = {k: r[k] for k in ("gesture", "finger", "subject", "essai", "label_14", "label_28", "split")}
         clips.append(ImportedClip(clip_name(r["gesture"], r["finger"], r["subject"], r["essai"]), keypoints,
                                   np.isfinite(keypoints[..., 0]).any(axis=1), SHREC17_22, fps, str(path),
-                                  coordinates="x, y in millimetres (depth-camera world coordinates; depth left "
-                                              "out); score 1", extra=extra))
+                                  coordinates="x, y and depth z in millimetres (depth-camera world coordinates); "
+                                              "score 1", extra=extra, depth=depth))
     return clips
