@@ -4,6 +4,7 @@ rebuilt where an item changed, cheap to pickle, one line when damaged."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -188,6 +189,27 @@ def test_a_build_spread_over_processes_writes_what_one_process_computes(jhmdb, m
     _assert_cached_as_computed_before(cache, keypoints, names, "jhmdb_15", "k5", 1.5)
     output = keypoints.store.stage("poseclips", report.key)
     assert not (output.path / "tmp").exists()  # every pack the workers wrote was committed
+
+
+@requires_shared
+def test_the_pose_clip_build_forks_its_workers_frozen(jhmdb, monkeypatch, tmp_path):
+    """The forked build's workers inherit a frozen generation: their collections never free the parent's objects."""
+    keypoints, clips = jhmdb
+    monkeypatch.setattr(pose_clips, "MIN_CLIPS_PER_PROCESS", 16)
+    monkeypatch.setattr(pose_clips, "_cores", lambda: 2)
+    write_pack = pose_clips._write_pack
+
+    def noting_the_frozen_count(*args):
+        with open(tmp_path / "frozen", "a") as f:
+            f.write(f"{os.getpid()} {gc.get_freeze_count()}\n")
+        return write_pack(*args)
+
+    monkeypatch.setattr(pose_clips, "_write_pack", noting_the_frozen_count)
+    # a smoothing of its own: a build no other test made in this session store
+    pose_clips.ensure_pose_clips(keypoints, list(clips.names), "jhmdb_15", "k5", smooth_sigma=1.25)
+    counts = [int(line.split()[1]) for line in (tmp_path / "frozen").read_text().splitlines()]
+    assert counts and all(c > 0 for c in counts)
+    assert gc.get_freeze_count() == 0  # the parent unfroze after forking
 
 
 KILLED_BUILD = """

@@ -3,6 +3,7 @@ and scores over a loader."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
 from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_boxes, hflip_clip, hflip_pose, jitter_crops
 from pipelines.errors import InputError
+from pipelines.forking import frozen_for_fork
 from pipelines.formats.params import TrainParams
 from pipelines.formats.pose_clips import PoseClips, ensure_pose_clips
 from pipelines.formats.tube_packs import TubeSet, global_view
@@ -210,7 +212,9 @@ def predict(model: MicroDualNet, loader: DataLoader, device: torch.device) -> di
     """Scores, labels and routing weights of every clip the loader yields (evaluation mode)."""
     model.eval()
     out: dict[str, list] = {"scores": [], "labels": [], "routing": [], "coarse_scores": [], "coarse": []}
-    for batch in loader:
+    with frozen_for_fork() if loader.num_workers else contextlib.nullcontext():  # `iter` forks the loader's workers
+        batches = iter(loader)
+    for batch in batches:
         batch = batch_to(batch, device)
         result = model(**model_inputs(batch))
         logits = result.logits.float()

@@ -43,6 +43,7 @@ import numpy as np
 from dualnet.entities import entity_boxes_batch, get_entity_set
 from dualnet.layouts import get_layout
 from pipelines.errors import StoreError
+from pipelines.forking import frozen_for_fork
 from pipelines.formats.keypoint_packs import new_pack_name
 from pipelines.formats.keypoints import KeypointSet
 from pipelines.formats.params import pose_clips_spec
@@ -186,8 +187,9 @@ def _build_packs(keypoints: KeypointSet, todo: list[str], identities: dict[str, 
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker,
                              initargs=(keypoints, os.getpid())) as pool:
-        futures = [pool.submit(_write_pack_in_worker, names, {n: identities[n] for n in names}, layout, entity_set,
-                               smooth_sigma, tmp) for names in packs]
+        with frozen_for_fork():  # the first submit forks every worker
+            futures = [pool.submit(_write_pack_in_worker, names, {n: identities[n] for n in names}, layout,
+                                   entity_set, smooth_sigma, tmp) for names in packs]
         try:
             for future in as_completed(futures):
                 yield future.result()
