@@ -77,7 +77,7 @@ def _runs(name: str, root: Path):
 
 
 def run_one(name: str, label: str, seed: int, row: str, overrides: dict, preset: str, root: Path,
-            baseline: bool, depth: bool = True) -> dict:
+            baseline: bool, depth: bool = True, train_overrides: dict | None = None) -> dict:
     """Import one split into a fresh store, train the preset (with `overrides`; with depth where `depth` and every
     clip has it) and, with `baseline`, the CNN (x, y only)."""
     import torch
@@ -105,11 +105,12 @@ def run_one(name: str, label: str, seed: int, row: str, overrides: dict, preset:
         config = dualnet.preset(preset, num_classes=len(index.classes), layout=layout,
                                 entity_set=entity_set_for(get_layout(layout)), num_frames=setup["frames"],
                                 **({"pose_depth": True} if depth else {}), **overrides)
-        train_params = TrainParams(epochs=setup["epochs"], batch_size=32, lr=1e-3, flip=setup["flip"],
-                                   test_flip=setup["flip"] > 0, keypoint_noise=0.02, balance="none", seed=seed)
+        train_params = TrainParams(**{"epochs": setup["epochs"], "batch_size": 32, "lr": 1e-3, "flip": setup["flip"],
+                                      "test_flip": setup["flip"] > 0, "keypoint_noise": 0.02, "balance": "none",
+                                      "seed": seed, **(train_overrides or {})})
         started = time.perf_counter()
         result = train(config, kps, train_clips, test_clips, train_params, work)
-        out = {"dataset": name, "run": label, "row": row, "seed": seed, "depth": depth,
+        out = {"dataset": name, "run": label, "row": row, "seed": seed, "depth": depth, "train": train_overrides or {},
                "ours_top1": result.history[-1]["val_top1"], "ours_seconds": round(time.perf_counter() - started, 1),
                "train_clips": len(train_clips.names), "test_clips": len(test_clips.names)}
         if baseline:
@@ -155,7 +156,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pose.json")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs --out already holds (same preset) and run only the missing ones")
+    parser.add_argument("--train", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a TrainParams field of every run, e.g. --train rotate=15 (repeatable)")
     args = parser.parse_args()
+    train_overrides = dict(_train_override(text) for text in args.train)
 
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = []
@@ -166,14 +170,14 @@ def main() -> None:
         jobs += [(name, ABLATION_RUNS[name], seed, row, overrides, False)
                  for seed in seeds for row, overrides in ABLATION_ROWS.items() if name in ABLATION_RUNS]
     order = {job[:4]: i for i, job in enumerate(jobs)}
-    results = _held_runs(args.out, args.preset, order, not args.no_depth) if args.resume else []
+    results = _held_runs(args.out, args.preset, order, not args.no_depth, train_overrides) if args.resume else []
     held = {(r["dataset"], r["run"], r["seed"], r["row"]) for r in results}
     jobs = [job for job in jobs if job[:4] not in held]
     print(f"{len(held)} run(s) kept from {args.out}, {len(jobs)} to run", flush=True)
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_one, name, label, seed, row, overrides, args.preset, args.root, baseline,
-                               not args.no_depth)
+                               not args.no_depth, train_overrides)
                    for name, label, seed, row, overrides, baseline in jobs]
         for future in as_completed(futures):
             results.append(future.result())
@@ -183,16 +187,31 @@ def main() -> None:
     print(json.dumps(json.loads(args.out.read_text())["summary"], indent=2))
 
 
-def _held_runs(out: Path, preset: str, order: dict, depth: bool) -> list[dict]:
-    """The runs of an earlier result file that this invocation plans too (same preset, depth used the same way), in
-    plan order."""
+def _train_override(text: str) -> tuple[str, object]:
+    """'field=value' -> (field, value typed as TrainParams' default for it)."""
+    from dataclasses import fields
+
+    from pipelines.formats.params import TrainParams
+
+    name, _, value = text.partition("=")
+    kinds = {f.name: type(f.default) for f in fields(TrainParams)}
+    if name not in kinds or not value:
+        raise SystemExit(f"error: --train {text!r}: expected FIELD=VALUE with FIELD one of {', '.join(kinds)}")
+    kind = kinds[name]
+    return name, (value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
+
+
+def _held_runs(out: Path, preset: str, order: dict, depth: bool, train_overrides: dict) -> list[dict]:
+    """The runs of an earlier result file that this invocation plans too (same preset, depth used the same way, the
+    same --train overrides), in plan order."""
     if not out.is_file():
         return []
     earlier = json.loads(out.read_text())
     if earlier.get("preset") != preset:
         raise SystemExit(f"error: {out}: holds preset {earlier.get('preset')!r}, not {preset!r}; cannot resume")
     runs = [r for r in earlier["runs"] if (r["dataset"], r["run"], r["seed"], r["row"]) in order
-            and r.get("depth", False) == (depth and SETUPS[r["dataset"]]["depth"])]
+            and r.get("depth", False) == (depth and SETUPS[r["dataset"]]["depth"])
+            and r.get("train", {}) == train_overrides]
     return sorted(runs, key=lambda r: order[(r["dataset"], r["run"], r["seed"], r["row"])])
 
 
@@ -206,7 +225,8 @@ def write(args, results: list[dict], seeds: list[int], planned: int, seconds: fl
     out = {"benchmark": "pose_stream",
            "command": f"python bench/bench_pose.py {'--ablation ' if args.ablation else ''}"
                       f"{'--no-depth ' if args.no_depth else ''}--datasets {args.datasets} --seeds {args.seeds} "
-                      f"--jobs {args.jobs}{' --resume' if args.resume else ''}",
+                      f"--jobs {args.jobs}{' --resume' if args.resume else ''}"
+                      + "".join(f" --train {t}" for t in args.train),
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
            "preset": args.preset, "setups": SETUPS, "runs_done": len(results), "runs_planned": planned,
            "wall_seconds": round(seconds, 1),  # of this invocation (a resumed one: of the runs it added)

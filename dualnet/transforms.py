@@ -48,6 +48,24 @@ def hflip_pose(boxes: np.ndarray, keypoints: np.ndarray, width: float, entities:
     return boxes, keypoints[:, perm]
 
 
+def rotate_pose(boxes: np.ndarray, keypoints: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate keypoints (F, V, C) and entity boxes (F, K, 4) by `degrees` (counter-clockwise on the page, y pointing
+    down) in the image plane about the mean of the clip's detected points. Box centres turn with the points and
+    boxes keep their sides; channels after x, y (score, z) are kept. A clip with no detected point is returned as
+    it is."""
+    xy = keypoints[..., :2]
+    if not np.isfinite(xy).all(-1).any():
+        return boxes, keypoints
+    centre = np.nanmean(xy[np.isfinite(xy).all(-1)], axis=0)  # (2,)
+    a = np.deg2rad(degrees)
+    turn = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]], dtype=keypoints.dtype)  # (2, 2), y down
+    keypoints = keypoints.copy()
+    keypoints[..., :2] = (xy - centre) @ turn.T + centre
+    half = (boxes[..., 2:] - boxes[..., :2]) / 2  # (F, K, 2)
+    middle = (boxes[..., :2] + half - centre) @ turn.T + centre  # (F, K, 2)
+    return np.concatenate([middle - half, middle + half], axis=-1).astype(boxes.dtype), keypoints
+
+
 def hflip_boxes(boxes: np.ndarray, width: float, entities: tuple[Entity, ...]) -> np.ndarray:
     """Mirror entity boxes (F, K, 4) about x = width / 2; left and right entities swap places."""
     boxes = boxes[:, flip_order(entities)]

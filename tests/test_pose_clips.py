@@ -107,6 +107,31 @@ def test_samples_equal_the_eager_dataset_on_real_data(jhmdb):
 
 
 @requires_shared
+def test_rotation_turns_training_samples_only_and_off_leaves_them_as_they_were(jhmdb):
+    """`rotate` turns each training clip by its own angle (boxes with it), never an evaluation clip; at 0 it draws
+    nothing, so every other draw (frames, flips, noise) is as without it."""
+    keypoints, clips = jhmdb
+    config = dualnet.preset("pose_tiny", num_classes=2, entity_set="k6", layout="jhmdb_15")
+    plain = KeypointClipDataset(keypoints, clips, config, TrainParams(seed=3, flip=0.0), True)
+    turned = KeypointClipDataset(keypoints, clips, config, TrainParams(seed=3, flip=0.0, rotate=20.0), True)
+    angles = []
+    for i in range(0, 145, 7):
+        a, b = plain[i], turned[i]
+        assert torch.equal(a["visible"], b["visible"]) and torch.equal(a["keypoints"][..., 2], b["keypoints"][..., 2])
+        seen = torch.isfinite(a["keypoints"][..., 0])
+        p, q = a["keypoints"][seen][:, :2].double(), b["keypoints"][seen][:, :2].double()
+        p, q = p - p.mean(0), q - q.mean(0)  # about the points' mean, the turn is the best-fitting rotation
+        angles.append(float(torch.rad2deg(torch.atan2(-(p[:, 0] * q[:, 1] - p[:, 1] * q[:, 0]).sum(),
+                                                      (p * q).sum()))))
+        assert torch.allclose(torch.cdist(p, p), torch.cdist(q, q), atol=1e-2)  # a rigid turn
+    assert all(abs(x) <= 20.0 + 1e-3 for x in angles) and len({round(x, 3) for x in angles}) == len(angles)
+    assert max(angles) > 5 and min(angles) < -5
+    evaluation = KeypointClipDataset(keypoints, clips, config, TrainParams(seed=3, rotate=20.0), False)
+    reference = KeypointClipDataset(keypoints, clips, config, TrainParams(seed=3), False)
+    assert all(_same(evaluation[i], reference[i]) for i in range(0, 145, 29))
+
+
+@requires_shared
 def test_built_once_then_read_and_damage_is_one_line(jhmdb):
     keypoints, clips = jhmdb
     names = list(clips.names[:40])

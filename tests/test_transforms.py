@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dualnet.entities import get_entity_set
 from dualnet.layouts import get_layout
-from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_pose, jitter_crops
+from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_pose, jitter_crops, rotate_pose
 
 
 def _reference_crop(tube: torch.Tensor, window) -> torch.Tensor:
@@ -87,3 +87,36 @@ def test_the_pose_flip_mirrors_x_and_carries_depth_with_its_joint():
     np.testing.assert_array_equal(flipped[:, nose, 3], kp[:, nose, 3])  # a centre joint keeps its z
     np.testing.assert_array_equal(np.sort(flipped[..., 3], axis=1), np.sort(kp[..., 3], axis=1))  # no z changed
     np.testing.assert_array_equal(hflip_pose(flipped_boxes, flipped, 0.0, entities, layout)[1], kp)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.integers(2, 9), st.floats(-180, 180), st.integers(0, 2**16))
+def test_rotating_a_clip_keeps_its_shape_and_turns_back(frames, points, degrees, seed):
+    """Distances between points and from points to box centres are kept, the turn is `degrees` on the page (y down),
+    missing points stay missing, score and z ride along, and the opposite angle gives the clip back."""
+    rng = np.random.default_rng(seed)
+    kp = np.concatenate([rng.uniform(0, 500, (frames, points, 2)), rng.uniform(0, 1, (frames, points, 1)),
+                         rng.uniform(-50, 50, (frames, points, 1))], axis=-1).astype(np.float32)  # x, y, score, z
+    kp[0, 0, :2] = np.nan
+    lo = rng.uniform(0, 400, (frames, 3, 2))
+    boxes = np.concatenate([lo, lo + rng.uniform(5, 90, (frames, 3, 1))], axis=-1).astype(np.float32)
+    turned_boxes, turned = rotate_pose(boxes, kp, degrees)
+    assert np.isnan(turned[0, 0, :2]).all() and np.array_equal(turned[..., 2:], kp[..., 2:])
+    seen = np.isfinite(kp[..., 0])
+    a, b = kp[seen][:, :2], turned[seen][:, :2]
+    assert np.allclose(np.linalg.norm(a[:, None] - a[None], axis=-1), np.linalg.norm(b[:, None] - b[None], axis=-1),
+                       atol=1e-2)
+    assert np.allclose(turned_boxes[..., 2:] - turned_boxes[..., :2], boxes[..., 2:] - boxes[..., :2], atol=1e-3)
+    if len(a) >= 2:  # the direction from one point to another turns by the angle, counter-clockwise on the page
+        before, after = a[1] - a[0], b[1] - b[0]
+        turn = np.degrees(np.arctan2(-after[1], after[0]) - np.arctan2(-before[1], before[0]))
+        assert abs((turn - degrees + 180) % 360 - 180) < 0.05
+    back_boxes, back = rotate_pose(turned_boxes, turned, -degrees)
+    assert np.allclose(back[seen], kp[seen], atol=2e-2) and np.allclose(back_boxes, boxes, atol=2e-2)
+
+
+def test_a_clip_without_a_detected_point_is_not_rotated():
+    kp = np.full((3, 4, 3), np.nan, np.float32)
+    boxes = np.full((3, 2, 4), np.nan, np.float32)
+    out_boxes, out = rotate_pose(boxes, kp, 30.0)
+    assert out is kp and out_boxes is boxes

@@ -14,7 +14,15 @@ from dualnet.config import ModelConfig
 from dualnet.entities import flip_order, get_entity_set
 from dualnet.layouts import get_layout
 from dualnet.model import MicroDualNet
-from dualnet.transforms import colour_jitter, draw_crop_windows, hflip_boxes, hflip_clip, hflip_pose, jitter_crops
+from dualnet.transforms import (
+    colour_jitter,
+    draw_crop_windows,
+    hflip_boxes,
+    hflip_clip,
+    hflip_pose,
+    jitter_crops,
+    rotate_pose,
+)
 from pipelines.errors import InputError
 from pipelines.forking import frozen_for_fork
 from pipelines.formats.params import TrainParams
@@ -163,6 +171,8 @@ class KeypointClipDataset(Dataset):
             # mirror about x = 0: the encoder is translation-invariant (and z is not mirrored)
             boxes, kp = hflip_pose(boxes, kp, 0.0, self.entities, self.layout)
             visible = visible[:, flip_order(self.entities)]
+        if self.train and self.params.rotate > 0:  # drawn only when on: the other draws stay as they were
+            boxes, kp = rotate_pose(boxes, kp, rng.uniform(-self.params.rotate, self.params.rotate))
         if self.train and self.params.keypoint_noise > 0:
             side = float(np.median(boxes[..., 2] - boxes[..., 0]))
             kp[..., :2] += rng.normal(0, self.params.keypoint_noise * side, kp[..., :2].shape)

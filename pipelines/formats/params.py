@@ -198,6 +198,8 @@ class TrainParams:
     crop_jitter: float = 0.1  # entity crops: random zoom-in up to this fraction and a matching shift (per clip)
     colour_jitter: float = 0.2  # brightness and contrast factors drawn from [1 - x, 1 + x] (per clip)
     keypoint_noise: float = 0.0  # std of Gaussian keypoint noise, in entity-box sides
+    rotate: float = 0.0  # pose-only training: rotate each clip in the image plane by an angle drawn from
+    # [-rotate, rotate] degrees about its centre (ours: skeleton sets are small, and a camera is not always level)
     test_flip: bool = False  # pose-only evaluation scores each clip and its mirror image and averages the logits
     # (test-time augmentation; where a flip keeps the label, as `flip` > 0 already says for training)
     temporal_crop: float = 0.0  # draw the T segments from a random sub-span keeping >= 1 - x of the clip: trains
@@ -213,6 +215,8 @@ class TrainParams:
             raise ValueError(f"class_weights {self.class_weights!r} is not inverse, sqrt or effective")
         if self.backbone_lr < 0:
             raise ValueError("backbone_lr must be >= 0")
+        if not 0.0 <= self.rotate <= 180.0:
+            raise ValueError("rotate must lie in [0, 180] degrees")
         if not 0.0 <= self.temporal_crop < 1.0:
             raise ValueError("temporal_crop must lie in [0, 1)")
         if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
