@@ -159,13 +159,21 @@ def choose_depth(requested: bool | None, source, names: list[str], uses_rgb: boo
                                      "tubes (x, y)")
         return False, ""
     has = source.has_depth(list(names))
+    flat = [] if has else [n for n in names if not source.attributes(n).get("depth")]
     if requested and not has:
-        flat = [n for n in names if not source.attributes(n).get("depth")]
+        left_out = "depth left out" in str(source.attributes(flat[0]).get("coordinates", ""))
         raise InputError(option, f"the keypoints ({source.output.stage} {source.output.key}) carry no depth (z) "
-                                 f"for {len(flat)} of the {len(names)} clips, e.g. {flat[0]!r}: depth needs a 3D "
-                                 "source (import shrec17, or a pyskl pickle of (M, T, V, 3) x, y, z)")
+                                 f"for {len(flat)} of the {len(names)} clips, e.g. {flat[0]!r}: "
+                                 + ("they were imported before depth was kept: import them again" if left_out else
+                                    "depth needs a 3D source (import shrec17, or a pyskl pickle of (M, T, V, 3) "
+                                    "x, y, z)"))
     if requested is None:
-        return has, "depth: z from the keypoints (every clip has it)" if has else ""
+        if has:
+            return True, "depth: z from the keypoints (every clip has it)"
+        if len(flat) < len(names):  # some clips have depth: say why the model does without it
+            return False, (f"depth: left out ({len(flat)} of the {len(names)} clips have none, e.g. {flat[0]!r}; "
+                           f"{option} makes this an error)")
+        return False, ""
     return requested, ("depth: z from the keypoints" if requested else
                        "depth: left out (the keypoints have it)" if has else "")
 

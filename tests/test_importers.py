@@ -222,6 +222,11 @@ def test_pyskl_3d_keypoints_keep_z_as_depth(tmp_path):
     unscored = kps.load("deep_unscored")
     assert (unscored.keypoints[seen, :, 2] == 1).all()  # no keypoint_score: score 1, z still depth
     np.testing.assert_allclose(unscored.depth[seen], kp[0, seen, :, 2], rtol=1e-6)
+    nobody = {"annotations": [{"frame_dir": "empty", "label": 0, "keypoint": np.zeros((1, frames, 28, 3))}]}
+    (tmp_path / "nobody.pkl").write_bytes(pickle.dumps(nobody))
+    run_import(tmp_path / "nobody.pkl", params, tmp_path / "store_nobody")
+    empty = KeypointSet(tmp_path / "store_nobody", params).load("empty")  # a 3D clip in which nobody is found
+    assert empty.depth is not None and empty.depth.shape == (frames, 28) and np.isnan(empty.depth).all()
     _pyskl_pickle(tmp_path / "2d.pkl")
     run_import(tmp_path / "2d.pkl", params, tmp_path / "store2d")
     flat = KeypointSet(tmp_path / "store2d", params)

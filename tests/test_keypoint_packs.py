@@ -399,3 +399,37 @@ def test_pack_writer_keeps_depth_and_refuses_a_mismatch(tmp_path):
     kps = KeypointSet(store, key="packtest")
     np.testing.assert_allclose(kps.load("deep").depth, depth.astype(np.float32))
     assert kps.load("flat").depth is None
+
+
+def test_a_damaged_or_lost_depth_array_is_damage_that_verify_finds(tmp_path):
+    """A flipped bit in a pack's depth, or its depth folder gone, is found by `verify` (which `--repair` then
+    removes) and read as one StoreError naming the pack; a loose 3D item without its depth counts as not done."""
+    import shutil
+
+    from pipelines.formats.verify import verify_store
+
+    store, output, tmp = _output(tmp_path)
+    for seed, name in enumerate(("deep_a", "deep_b")):
+        _put_3d(output, tmp, name, 30 + seed, seed)
+    assert not verify_store(store).damaged
+    compact(output, tmp)
+    pack = KeypointSet(store, key="packtest").index.locate("deep_a").pack
+    assert not verify_store(store).damaged
+    chunk = output.items_dir / pack / "depth" / "c" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    (damage,) = verify_store(store).damaged
+    assert damage.entry == pack and "depth" in damage.problem
+    shutil.rmtree(output.items_dir / pack / "depth")
+    (damage,) = verify_store(store).damaged
+    assert damage.entry == pack and "'depth' has no zarr.json" in damage.problem
+    keypoints = KeypointSet(store, key="packtest")
+    assert "deep_a" not in keypoints.index.packed  # a pack missing an array holds no live item
+    with pytest.raises(StoreError, match=f"{pack}.*'depth' has no zarr.json"):
+        keypoints.load("deep_a")
+    _put_3d(output, tmp, "deep_c", 25, 7)  # loose
+    shutil.rmtree(output.item_path("deep_c") / "depth")
+    assert KeypointIndex(output).fingerprint("deep_c") is None  # not done: the next run redoes it
+    with pytest.raises(StoreError, match="deep_c: damaged, array 'depth' has no zarr.json"):
+        KeypointSet(store, key="packtest").load("deep_c")

@@ -409,3 +409,33 @@ def test_the_cache_carries_depth_and_the_dataset_gives_it_through_flips_and_nois
     with pytest.raises(InputError, match=r"takes depth \(pose_depth\), but 1 of the 1 clips have none"):
         KeypointClipDataset(KeypointSet(tmp_path / "store", flat_params), LabelledClips(("flat",), (0,)),
                             deep_config, TrainParams(), False)
+
+
+def test_a_flipped_sample_moves_each_joints_depth_with_it(tmp_path):
+    """On a body layout with left/right pairs (COCO-17, from a 3D pyskl pickle), the training flip and the test-time
+    mirror put each joint's z where its joint goes, values unchanged: z equal to the joint's index makes the
+    permutation visible."""
+    frames, joints = 12, 17
+    rng = np.random.default_rng(5)
+    kp = np.concatenate([rng.uniform(100, 400, (1, frames, joints, 2)),
+                         np.broadcast_to(np.arange(1.0, joints + 1)[None, None, :, None], (1, frames, joints, 1))], -1)
+    (tmp_path / "3d.pkl").write_bytes(pickle.dumps({"annotations": [
+        {"frame_dir": "deep", "label": 0, "keypoint": kp, "keypoint_score": np.ones((1, frames, joints))}]}))
+    params = ImportParams("pyskl", layout="coco_17")
+    run_import(tmp_path / "3d.pkl", params, tmp_path / "store")
+    keypoints = KeypointSet(tmp_path / "store", params)
+    layout = get_layout("coco_17")
+    assert layout.flip_pairs  # the permutation is not the identity here
+    perm = np.arange(joints)
+    for p, q in layout.flip_pairs:
+        perm[p], perm[q] = q, p
+    config = dualnet.preset("pose_tiny", num_classes=2, layout="coco_17", entity_set="k6").override(pose_depth=True)
+    clips = LabelledClips(("deep",), (0,))
+    z = torch.arange(1.0, joints + 1)
+    flipped = KeypointClipDataset(keypoints, clips, config, TrainParams(flip=1.0, seed=1), True)[0]
+    assert torch.equal(flipped["keypoints"][..., 3], z[perm].expand(config.num_frames, -1))
+    evaluated = KeypointClipDataset(keypoints, clips, config, TrainParams(test_flip=True), False)[0]
+    assert torch.equal(evaluated["keypoints"][..., 3], z.expand(config.num_frames, -1))
+    assert torch.equal(evaluated["flipped_keypoints"][..., 3], z[perm].expand(config.num_frames, -1))
+    # x, y travel the same way: the flipped sample's joint j is the mirror of the original's joint perm[j]
+    assert torch.allclose(evaluated["flipped_keypoints"][..., 1], evaluated["keypoints"][:, perm, 1])

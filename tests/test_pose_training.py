@@ -141,7 +141,8 @@ def test_a_3d_source_imports_and_trains_and_evaluates_with_depth(tmp_path):
                      str(stores["near"]), "--split", "test", "--checkpoint", str(runs[0]))
     assert result.returncode == 0, result.stderr
     top1 = float(next(line for line in result.stdout.splitlines() if "top1" in line).split()[-1].rstrip("%"))
-    assert 0.0 <= top1 <= 100.0
+    history = [json.loads(line) for line in (runs[0].parent / "metrics.jsonl").read_text().splitlines()]
+    assert top1 == pytest.approx(100 * history[-1]["val_top1"], abs=0.05)  # eval with depth scores as training did
     result = run_cli("train", *args, "--no-depth")
     assert result.returncode == 0, result.stderr
     assert "depth: left out" in result.stdout

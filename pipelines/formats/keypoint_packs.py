@@ -42,6 +42,14 @@ from pipelines.store.integrity import array_options, damaged, is_checksum_error,
 
 KEYPOINT_ARRAYS = ("keypoints", "detected", "timestamps")  # the arrays of every item and pack
 DEPTH_ARRAY = "depth"  # (T, V) z of an item (or pack) whose attributes say ``depth: true``
+
+
+def arrays_of(attrs: dict | None) -> tuple[str, ...]:
+    """The arrays an item or a pack with these attributes holds: the depth array too when it, or any item of the
+    pack, has depth (so that a lost or damaged depth array counts as damage, as a keypoints array's does)."""
+    attrs = attrs or {}
+    deep = attrs.get("depth") or any(isinstance(e, dict) and e.get("depth") for e in attrs.get("items", ()))
+    return KEYPOINT_ARRAYS + ((DEPTH_ARRAY,) if deep else ())
 PACK_ITEMS = 256  # items per pack: MA-52's 22,422 clips -> 88 packs of 7 files
 PACK_FRAMES = 32_768  # frames per pack: 256 MA-52 clips; 543 points x 3 x float32 = 214 MB while a pack is built
 CHUNK_FRAMES = 32  # frames per chunk inside a pack: a 1-3 s clip is 2-3 whole chunks
@@ -159,7 +167,7 @@ class KeypointIndex:
             attrs = read_pack_attributes(output.items_dir / pack)
             if attrs is None:
                 continue
-            problem = missing(output.items_dir / pack, KEYPOINT_ARRAYS)
+            problem = missing(output.items_dir / pack, arrays_of(attrs))
             if problem is not None:  # kept in `packs` (no live item) so that compaction removes it
                 self.damaged[pack] = problem
                 self.packs[pack] = [entry["name"] for entry in attrs["items"]]
@@ -203,7 +211,7 @@ class KeypointIndex:
         name = safe_name(name)
         if name in self.loose:
             path = self.output.item_path(name)
-            return None if missing(path, KEYPOINT_ARRAYS) else item_fingerprint(path)
+            return None if missing(path, arrays_of(item_attributes(path))) else item_fingerprint(path)
         entry = self.packed.get(name)
         return entry.attrs.get("source_fingerprint") if entry else None
 
@@ -360,7 +368,7 @@ def compact(output: StageOutput, tmp: Path, candidates: Iterable[str] | None = N
     sources: list[tuple[str, PackedItem | None, dict]] = []  # (name, packed copy or None when loose, attributes)
     for name in sorted(wanted):
         attrs = index.attributes(name) if owns(name) else None
-        if attrs is not None and missing(output.item_path(name), KEYPOINT_ARRAYS) is not None:
+        if attrs is not None and missing(output.item_path(name), arrays_of(attrs)) is not None:
             continue  # damaged: it stays loose (and not done), so the next run of its stage redoes it
         if attrs is not None and 0 < int(attrs.get("num_frames", 0)) < min(long_frames, pack_frames):
             sources.append((name, None, attrs))

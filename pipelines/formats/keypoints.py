@@ -20,7 +20,7 @@ import pandas as pd
 import zarr
 
 from pipelines.errors import StoreError
-from pipelines.formats.keypoint_packs import DEPTH_ARRAY, KEYPOINT_ARRAYS, KeypointIndex, PackFrames
+from pipelines.formats.keypoint_packs import DEPTH_ARRAY, KEYPOINT_ARRAYS, KeypointIndex, PackFrames, arrays_of
 from pipelines.formats.params import EXTRACT_STAGE, IMPORT_STAGE, ExtractParams, ImportParams, extract_key, import_key
 from pipelines.store import StageOutput, Store, safe_name
 from pipelines.store.integrity import is_checksum_error, missing
@@ -193,17 +193,20 @@ class KeypointSet:
                 if entry is not None:
                     if entry.pack not in self._packs:
                         group = zarr.open_group(self.output.items_dir / entry.pack, mode="r")
-                        self._packs[entry.pack] = {a: group[a] for a in KEYPOINT_ARRAYS}
+                        # a pack of 3D items holds depth (`KeypointIndex` counts a pack missing it as damaged)
+                        self._packs[entry.pack] = {a: group[a] for a in KEYPOINT_ARRAYS + (DEPTH_ARRAY,)
+                                                   if a != DEPTH_ARRAY or a in group}
                     arrays = self._packs[entry.pack]
-                    if entry.attrs.get("depth") and DEPTH_ARRAY not in arrays:  # a pack of 3D items
-                        arrays[DEPTH_ARRAY] = zarr.open_group(self.output.items_dir / entry.pack,
-                                                              mode="r")[DEPTH_ARRAY]
+                    if entry.attrs.get("depth") and DEPTH_ARRAY not in arrays:
+                        raise StoreError(f"{self.output.items_dir / entry.pack}: damaged, the depth array of "
+                                         f"{name!r} is missing; `dualnet verify --repair` removes the pack so that "
+                                         "the stage that wrote it redoes its items")
                     return arrays, entry.offset, entry.num_frames, dict(entry.attrs)
                 if safe_name(name) in self.index.loose:
                     path = self.output.item_path(name)
                     if not path.is_dir():
                         raise FileNotFoundError(path)  # packed by a writer since the index was read: refresh
-                    problem = missing(path, KEYPOINT_ARRAYS)
+                    problem = missing(path, arrays_of(self.index.attributes(name)))
                     if problem is not None:
                         raise StoreError(f"{path}: damaged, {problem}; re-run the stage that wrote it to redo it")
                     group = zarr.open_group(path, mode="r")

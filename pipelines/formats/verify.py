@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.formats.keypoint_packs import KEYPOINT_ARRAYS
+from pipelines.formats.keypoint_packs import KEYPOINT_ARRAYS, arrays_of
 from pipelines.formats.tube_packs import ARRAYS as TUBE_ARRAYS
 from pipelines.store import StageOutput, Store, read_json
 from pipelines.store.integrity import read_problem
@@ -45,12 +45,17 @@ class VerifyReport:
     removed: int = 0
 
 
+def _attributes(entry: Path) -> dict:
+    """An entry's attributes, or {} when its metadata is what is damaged."""
+    try:
+        return read_json(entry / "zarr.json").get("attributes", {})
+    except Exception:  # noqa: BLE001 - the metadata itself may be what is damaged
+        return {}
+
+
 def _held_items(stage: str, entry: Path) -> list[str]:
     """The item names an entry holds: a pack's list, or the loose item's own name."""
-    try:
-        attrs = read_json(entry / "zarr.json").get("attributes", {})
-    except Exception:  # noqa: BLE001 - the metadata itself may be what is damaged
-        attrs = {}
+    attrs = _attributes(entry)
     if stage == "tubes":
         return [c["name"] for c in attrs.get("clips", []) if "name" in c]
     if "items" in attrs:
@@ -76,6 +81,8 @@ def verify_store(store: Store | str | Path, on_entry=None) -> VerifyReport:
             if on_entry is not None:
                 on_entry(path)
             report.entries += 1
+            if output.stage in ("extract", "import"):  # a 3D item or pack holds depth too
+                arrays = arrays_of(_attributes(path))
             problem = read_problem(path, arrays)
             if problem is not None:
                 report.damaged.append(Damage(output, entry, _held_items(output.stage, path), problem))

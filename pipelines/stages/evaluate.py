@@ -79,7 +79,9 @@ def _scores(checkpoint: Path, tubes: TubeSet, clips: LabelledClips, classes: lis
     if classes is not None:
         columns, note = match_classes(checkpoint, state.get("classes"), list(classes), model.config.num_classes)
         notes += [note] if note else []
-    loader = DataLoader(make_dataset(tubes, clips, model.config, TrainParams(), train=False), batch_size=batch_size)
+    # scored as training's own evaluation scored it: with the test-time flip when the run used one
+    params = TrainParams(test_flip=bool((state.get("params") or {}).get("test_flip", False)))
+    loader = DataLoader(make_dataset(tubes, clips, model.config, params, train=False), batch_size=batch_size)
     pred = predict(model, loader, next(model.parameters()).device)
     if columns is not None:
         pred["scores"] = pred["scores"][:, columns]

@@ -58,7 +58,9 @@ def _annotation_clip(path: Path, i: int, ann: object, layout: Layout, fps: float
     people[absent] = (np.nan, np.nan, 0.0, np.nan)[:people.shape[-1]]
     per_frame = [[people[p, f] for p in range(m) if not absent[p, f].all()] for f in range(t)]
     tracked, detected = people_to_subject(per_frame, layout)  # (T, V, 3 or 4): z travels with its person
-    keypoints, depth = tracked[..., :3], (tracked[..., 3] if tracked.shape[-1] == 4 else None)
+    keypoints, depth = tracked[..., :3], None
+    if kp.shape[-1] == 3:  # a 3D source: z of the kept person, all NaN where nobody is (a clip without a subject)
+        depth = tracked[..., 3] if tracked.shape[-1] == 4 else np.full(tracked.shape[:2], np.nan)
     h, w = (ann.get("img_shape") or ann.get("original_shape") or (None, None))[:2]
     extra = {"record": i}
     if "label" in ann:
