@@ -66,3 +66,23 @@ def test_batch_writer_writes_what_the_single_writer_writes(ma52_store, tmp_path)
         for array in ("keypoints", "detected", "timestamps"):
             np.testing.assert_array_equal(a[array][:], b[array][:])
             assert a[array].chunks == b[array].chunks and a[array].dtype == b[array].dtype
+
+
+def test_dataframe_of_3d_keypoints_has_z_after_y(tmp_path):
+    """A 3D import's table has ``z`` (float32, after ``y``) equal to each item's depth, row for row."""
+    from helpers import shrec_folder
+    from pipelines.formats.params import ImportParams
+    from pipelines.stages.import_poses import run_import
+
+    shrec_folder(tmp_path / "shrec")
+    params = ImportParams("shrec17")
+    run_import(tmp_path / "shrec", params, tmp_path / "store")
+    kps = KeypointSet(tmp_path / "store", params)
+    name = kps.names()[3]
+    df = kps.dataframe(name)
+    assert list(df.columns) == ["video", "frame", "keypoint", "x", "y", "z", "score", "detected"]
+    assert df["z"].dtype == np.float32
+    clip = kps.load(name)
+    np.testing.assert_array_equal(df["z"].to_numpy(), clip.depth.reshape(-1))
+    row = df[(df.frame == 5) & (df.keypoint == df["keypoint"].cat.categories[9])].iloc[0]
+    assert (row.x, row.y, row.z) == tuple(np.float32([*clip.keypoints[5, 9, :2], clip.depth[5, 9]]))

@@ -282,25 +282,29 @@ class KeypointSet:
         """Long table, one row per (video, frame, keypoint).
 
         Columns: ``video`` (categorical), ``frame`` (int32), ``keypoint`` (categorical, in layout order), ``x``,
-        ``y``, ``score`` (float32), ``detected`` (bool, whether the subject was found in that frame).
+        ``y``, ``score`` (float32), ``detected`` (bool, whether the subject was found in that frame); and ``z``
+        (float32, after ``y``) when any of the videos has depth (NaN in the rows of those that have none).
         """
         if isinstance(names, str):
             names = [names]
         names = self.names() if names is None else [safe_name(n) for n in names]
-        parts = []
+        parts, deep = [], False
         for name in names:
             clip = self.load(name)
             t, v, _ = clip.keypoints.shape
             flat = clip.keypoints.reshape(t * v, 3).astype(np.float32)
+            z = np.full(t * v, np.nan, np.float32) if clip.depth is None else clip.depth.reshape(t * v)
             parts.append(pd.DataFrame({
                 "video": np.full(t * v, name, dtype=object),
                 "frame": np.repeat(np.arange(t, dtype=np.int32), v),
                 "keypoint": pd.Categorical.from_codes(np.tile(np.arange(v), t), categories=clip.keypoint_names),
                 "x": flat[:, 0],
                 "y": flat[:, 1],
+                "z": z.astype(np.float32),
                 "score": flat[:, 2],
                 "detected": np.repeat(clip.detected.astype(bool), v),
             }))
+            deep = deep or clip.depth is not None
         if not parts:
             return pd.DataFrame({
                 "video": pd.Categorical([]), "frame": np.array([], np.int32), "keypoint": pd.Categorical([]),
@@ -309,7 +313,7 @@ class KeypointSet:
             })
         df = pd.concat(parts, ignore_index=True)
         df["video"] = pd.Categorical(df["video"], categories=names)
-        return df
+        return df if deep else df.drop(columns="z")  # 2D data: the columns as they always were
 
 
 def keypoint_source(store: Store, names: list[str], key: str | None = None) -> KeypointSet:
