@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import asdict
 
 import numpy as np
+import pytest
 import torch
 import typer.main
 
@@ -127,24 +128,18 @@ def test_training_on_one_class_names_the_dataset_file(tmp_path):
     assert f"{clips}: the train split has 1 class (label 'B1'); training needs at least 2" in line, line
 
 
-def test_a_test_time_flip_for_a_tube_preset_is_refused_not_ignored(tmp_path):
+@pytest.mark.parametrize(("option", "message"), [
+    ("--test-flip", "--test-flip: preset 'tiny' trains on tubes; the test-time flip is for pose presets"),
+    ("--depth", "--depth: preset 'tiny' trains on tubes (x, y); depth is for pose presets"),
+])
+def test_a_pose_only_option_for_a_tube_preset_is_refused_not_ignored(tmp_path, option, message):
     (tmp_path / "store").mkdir()
     clips = tmp_path / "clips.csv"
     clips.write_text("path,label,split\na.mp4,B1,train\nb.mp4,B2,train\nc.mp4,B1,val\n")
     result = run_cli("train", "--dataset", "csv", "--root", str(clips), "--store", str(tmp_path / "store"),
-                     "--preset", "tiny", "--test-flip")
+                     "--preset", "tiny", option)
     line = _one_error_line(result)
-    assert "--test-flip: preset 'tiny' trains on tubes; the test-time flip is for pose presets" in line, line
-
-
-def test_depth_for_a_tube_preset_is_refused_not_ignored(tmp_path):
-    (tmp_path / "store").mkdir()
-    clips = tmp_path / "clips.csv"
-    clips.write_text("path,label,split\na.mp4,B1,train\nb.mp4,B2,train\nc.mp4,B1,val\n")
-    result = run_cli("train", "--dataset", "csv", "--root", str(clips), "--store", str(tmp_path / "store"),
-                     "--preset", "tiny", "--depth")
-    line = _one_error_line(result)
-    assert "--depth: preset 'tiny' trains on tubes (x, y); depth is for pose presets" in line, line
+    assert message in line, line
 
 
 def _hand_pickle(path, depth: bool) -> None:
