@@ -412,6 +412,8 @@ def train(
                                              "are the classes, as in swipes).")] = 0.5,
     test_flip: Annotated[bool | None, typer.Option(help="Pose presets: evaluate each clip and its mirror image, "
                                                         "logits averaged (default: when --flip > 0).")] = None,
+    rotate: Annotated[float, typer.Option(help="Pose presets: turn each training clip in the image plane by a "
+                                               "random angle in [-ROTATE, ROTATE] degrees.")] = 0.0,
     keypoints_key: Annotated[str | None, typer.Option(help="pose presets: the keypoint output to train on (default: "
                                                               "the one holding the most of the clips).")] = None,
     depth: Annotated[bool | None, typer.Option("--depth/--no-depth", help="Pose presets: use each joint's depth z "
@@ -454,6 +456,8 @@ def train(
     uses_rgb = dualnet.preset(preset).uses_rgb
     if test_flip and uses_rgb:
         fail(f"--test-flip: preset {preset!r} trains on tubes; the test-time flip is for pose presets")
+    if rotate and uses_rgb:
+        fail(f"--rotate: preset {preset!r} trains on tubes; rotating clips is for pose presets")
     if depth and uses_rgb:
         fail(f"--depth: preset {preset!r} trains on tubes (x, y); depth is for pose presets on a 3D keypoint source")
     st = Store(store).require()
@@ -489,7 +493,8 @@ def train(
                             layout=layout, **overrides)
     params = TrainParams(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, balance=balance,
                          class_weights=class_weights, backbone_lr=backbone_lr, accumulate=accumulate, seed=seed,
-                         flip=flip, test_flip=(flip > 0 and not uses_rgb) if test_flip is None else test_flip)
+                         flip=flip, test_flip=(flip > 0 and not uses_rgb) if test_flip is None else test_flip,
+                         rotate=rotate)
     with progress_bar() as bar:
         result = run_train(config, source, train_clips, val_clips, params, st,
                            bar, num_workers=workers, classes=list(index.classes))

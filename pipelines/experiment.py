@@ -237,6 +237,9 @@ def run_config(config: dict, root: str | Path, store: str | Path, stages: list[s
     if params.test_flip and uses_rgb:
         raise InputError("config", f"train.test_flip: preset {name!r} trains on tubes; the test-time flip is for "
                                    "pose presets")
+    if params.rotate and uses_rgb:
+        raise InputError("config", f"train.rotate: preset {name!r} trains on tubes; rotating clips is for pose "
+                                   "presets")
     imported = _import_params(config)
     if imported is not None and uses_rgb:
         raise InputError("config", f"keypoints.import trains on keypoints alone: it needs a pose preset "

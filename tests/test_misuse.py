@@ -131,6 +131,7 @@ def test_training_on_one_class_names_the_dataset_file(tmp_path):
 @pytest.mark.parametrize(("option", "message"), [
     ("--test-flip", "--test-flip: preset 'tiny' trains on tubes; the test-time flip is for pose presets"),
     ("--depth", "--depth: preset 'tiny' trains on tubes (x, y); depth is for pose presets"),
+    ("--rotate=10", "--rotate: preset 'tiny' trains on tubes; rotating clips is for pose presets"),
 ])
 def test_a_pose_only_option_for_a_tube_preset_is_refused_not_ignored(tmp_path, option, message):
     (tmp_path / "store").mkdir()

@@ -439,3 +439,18 @@ def test_a_flipped_sample_moves_each_joints_depth_with_it(tmp_path):
     assert torch.equal(evaluated["flipped_keypoints"][..., 3], z[perm].expand(config.num_frames, -1))
     # x, y travel the same way: the flipped sample's joint j is the mirror of the original's joint perm[j]
     assert torch.allclose(evaluated["flipped_keypoints"][..., 1], evaluated["keypoints"][:, perm, 1])
+
+
+@requires_shared
+def test_tubes_refuse_rotation_in_training(ma52_tubes):
+    """Turning keypoints would leave the tubes' crops as they were cut: a tube dataset refuses `rotate` for training
+    (and takes it for evaluation, where nothing is rotated)."""
+    from pipelines.data.clips import make_dataset
+
+    tubes = ma52_tubes
+    names = tuple(sorted(tubes.names()))
+    clips = LabelledClips(names, tuple(range(len(names))))
+    config = dualnet.preset("tiny", num_classes=52)
+    with pytest.raises(ValueError, match="rotate 10.0 turns pose-only training clips; tubes cannot be rotated"):
+        make_dataset(tubes, clips, config, TrainParams(rotate=10.0), train=True)
+    assert len(make_dataset(tubes, clips, config, TrainParams(rotate=10.0), train=False)) == len(clips.names)

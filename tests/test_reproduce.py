@@ -171,3 +171,17 @@ def test_imigue_pose_alone_from_its_openpose_skeletons(tmp_path):
     wrong = run_cli("run", "configs/imigue.toml", "--root", str(root), "--store", str(store), "--stages", "extract",
                     "--set", "keypoints.import=openpose")
     assert wrong.returncode != 0 and "keypoints.import trains on keypoints alone" in wrong.stderr
+
+
+@requires_shared
+@pytest.mark.parametrize("field", ["test_flip=true", "rotate=10"])
+def test_run_refuses_pose_only_training_fields_for_a_tube_preset(tmp_path, field):
+    """`train.test_flip` and `train.rotate` act on pose-only samples: with a preset that trains on tubes, `dualnet run`
+    stops with one line before any stage runs, rather than training without them."""
+    root = ma52_like(tmp_path / "MA-52")
+    result = run_cli("run", "configs/ma52.toml", "--root", str(root), "--store", str(tmp_path / "store"),
+                     "--set", "model.preset=tiny", "--set", f"train.{field}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    name = field.split("=")[0]
+    assert f"train.{name}: preset 'tiny' trains on tubes" in result.stderr
+    assert not (tmp_path / "store" / "extract").exists()

@@ -202,6 +202,8 @@ def make_dataset(source, clips: LabelledClips, config: ModelConfig, params: Trai
         if config.pose_depth:
             raise InputError(source.output.path, "the model takes depth (pose_depth), but tubes hold 2D keypoints: "
                                                  "depth is for pose presets on a 3D keypoint import")
+        if params.rotate and train:  # the tubes' crops are cut already: turning their keypoints alone would lie
+            raise ValueError(f"rotate {params.rotate} turns pose-only training clips; tubes cannot be rotated")
         return ClipDataset(source, clips, config, params, train)
     if config.uses_rgb:
         raise ValueError(f"modality {config.modality!r} needs tubes; keypoints alone feed only the pose modality")
