@@ -35,13 +35,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]  # this checkout's packages, in the worker processes too
 SHARED = REPO.parent / "shared" / "data"
-# Per dataset: the T the model sees, epochs, whether a flip keeps the label (then also a test-time flip), and whether
-# the data has depth (which a run uses unless --no-depth; a resumed run is kept only when it used the same); "train":
+# Per dataset: the T the model sees, epochs, whether a flip keeps the label (then also a test-time flip); "train":
 # TrainParams fields of its own (JHMDB: random rotations of +-15 degrees, measured over 3 splits x 3 seeds: README).
+# Depth is used wherever every clip has it (SHREC'17), unless --no-depth. A resumed run is kept only when it ran with
+# the same setup, the same --no-depth and the same training fields.
 SETUPS = {
-    "jhmdb": {"flip": 0.5, "frames": 32, "epochs": 40, "depth": False, "train": {"rotate": 15.0}},
-    "shrec14": {"flip": 0.0, "frames": 16, "epochs": 20, "depth": True},
-    "shrec28": {"flip": 0.0, "frames": 16, "epochs": 20, "depth": True},
+    "jhmdb": {"flip": 0.5, "frames": 32, "epochs": 40, "train": {"rotate": 15.0}},
+    "shrec14": {"flip": 0.0, "frames": 16, "epochs": 20},
+    "shrec28": {"flip": 0.0, "frames": 16, "epochs": 20},
 }
 # The paper's ablation rows: model overrides of the preset.
 ABLATION_ROWS = {
@@ -102,7 +103,7 @@ def run_one(name: str, label: str, seed: int, row: str, overrides: dict, preset:
         kps = KeypointSet(work, params)
         train_clips, test_clips = _clips(index, "train"), _clips(index, "test")
         layout = kps.attributes(train_clips.names[0])["layout"]
-        depth = depth and kps.has_depth(list(train_clips.names + test_clips.names))
+        asked, depth = depth, depth and kps.has_depth(list(train_clips.names + test_clips.names))
         config = dualnet.preset(preset, num_classes=len(index.classes), layout=layout,
                                 entity_set=entity_set_for(get_layout(layout)), num_frames=setup["frames"],
                                 **({"pose_depth": True} if depth else {}), **overrides)
@@ -111,7 +112,8 @@ def run_one(name: str, label: str, seed: int, row: str, overrides: dict, preset:
                                       "seed": seed, **_train_fields(name, train_overrides)})
         started = time.perf_counter()
         result = train(config, kps, train_clips, test_clips, train_params, work)
-        out = {"dataset": name, "run": label, "row": row, "seed": seed, "depth": depth,
+        out = {"dataset": name, "run": label, "row": row, "seed": seed, "setup": _setup_fields(name),
+               "depth_asked": asked, "depth": depth,
                "train": _train_fields(name, train_overrides),
                "ours_top1": result.history[-1]["val_top1"], "ours_seconds": round(time.perf_counter() - started, 1),
                "train_clips": len(train_clips.names), "test_clips": len(test_clips.names)}
@@ -190,6 +192,11 @@ def main() -> None:
     print(json.dumps(json.loads(args.out.read_text())["summary"], indent=2))
 
 
+def _setup_fields(name: str) -> dict:
+    """What a run of dataset `name` is trained with beyond TrainParams fields (T, epochs, flips)."""
+    return {k: v for k, v in SETUPS[name].items() if k != "train"}
+
+
 def _train_fields(name: str, train_overrides: dict | None) -> dict:
     """The TrainParams fields a run of dataset `name` sets beyond the common ones: its setup's, then --train's."""
     return {**SETUPS[name].get("train", {}), **(train_overrides or {})}
@@ -210,15 +217,15 @@ def _train_override(text: str) -> tuple[str, object]:
 
 
 def _held_runs(out: Path, preset: str, order: dict, depth: bool, train_overrides: dict) -> list[dict]:
-    """The runs of an earlier result file that this invocation plans too (same preset, depth used the same way, the
-    same --train overrides), in plan order."""
+    """The runs of an earlier result file that this invocation plans too (same preset, setup, --no-depth and --train
+    overrides), in plan order."""
     if not out.is_file():
         return []
     earlier = json.loads(out.read_text())
     if earlier.get("preset") != preset:
         raise SystemExit(f"error: {out}: holds preset {earlier.get('preset')!r}, not {preset!r}; cannot resume")
     runs = [r for r in earlier["runs"] if (r["dataset"], r["run"], r["seed"], r["row"]) in order
-            and r.get("depth", False) == (depth and SETUPS[r["dataset"]]["depth"])
+            and r.get("setup") == _setup_fields(r["dataset"]) and r.get("depth_asked") == depth
             and r.get("train", {}) == _train_fields(r["dataset"], train_overrides)]
     return sorted(runs, key=lambda r: order[(r["dataset"], r["run"], r["seed"], r["row"])])
 

@@ -24,3 +24,11 @@ def frozen_for_fork() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+def forked_iter(loader):
+    """`iter(loader)` of a DataLoader, its worker processes (when it has any) forked inside `frozen_for_fork`."""
+    if not loader.num_workers:
+        return iter(loader)
+    with frozen_for_fork():
+        return iter(loader)

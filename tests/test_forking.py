@@ -65,3 +65,28 @@ def test_a_child_forked_inside_frozen_for_fork_survives_a_threaded_decoder_left_
         pytest.skip("this PyAV frees a threaded decoder in a forked child without hanging: nothing to guard here")
     assert _scenario("frozen", 60) == "finished 0"
 
+
+
+class _FreezeCounts:
+    """A dataset whose items are the frozen generation's size in the process that reads them."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        import gc
+
+        return gc.get_freeze_count()
+
+
+def test_forked_iter_forks_a_loaders_workers_frozen_and_unfreezes_the_parent():
+    import gc
+
+    from torch.utils.data import DataLoader
+
+    from pipelines.forking import forked_iter
+
+    with_workers = list(forked_iter(DataLoader(_FreezeCounts(), batch_size=None, num_workers=1)))
+    assert len(with_workers) == 2 and all(int(n) > 0 for n in with_workers)  # read in a worker forked frozen
+    assert gc.get_freeze_count() == 0
+    assert [int(n) for n in forked_iter(DataLoader(_FreezeCounts(), batch_size=None))] == [0, 0]  # no fork, no freeze

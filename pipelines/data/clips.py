@@ -3,7 +3,6 @@ and scores over a loader."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +23,7 @@ from dualnet.transforms import (
     rotate_pose,
 )
 from pipelines.errors import InputError
-from pipelines.forking import frozen_for_fork
+from pipelines.forking import forked_iter
 from pipelines.formats.params import TrainParams
 from pipelines.formats.pose_clips import PoseClips, ensure_pose_clips
 from pipelines.formats.tube_packs import TubeSet, global_view
@@ -224,9 +223,7 @@ def predict(model: MicroDualNet, loader: DataLoader, device: torch.device) -> di
     """Scores, labels and routing weights of every clip the loader yields (evaluation mode)."""
     model.eval()
     out: dict[str, list] = {"scores": [], "labels": [], "routing": [], "coarse_scores": [], "coarse": []}
-    with frozen_for_fork() if loader.num_workers else contextlib.nullcontext():  # `iter` forks the loader's workers
-        batches = iter(loader)
-    for batch in batches:
+    for batch in forked_iter(loader):
         batch = batch_to(batch, device)
         result = model(**model_inputs(batch))
         logits = result.logits.float()

@@ -30,7 +30,7 @@ from dualnet.model import MicroDualNet
 from pipelines.data.batching import plan_steps
 from pipelines.data.clips import LabelledClips, augment, batch_to, make_dataset, model_inputs, pose_clips, predict
 from pipelines.errors import DualnetError, StoreError
-from pipelines.forking import frozen_for_fork
+from pipelines.forking import forked_iter
 from pipelines.formats.params import TRAIN_STAGE as STAGE
 from pipelines.formats.params import TRAIN_VERSION as VERSION
 from pipelines.formats.params import TrainParams
@@ -269,9 +269,8 @@ def _train_loop(config: ModelConfig, tubes: TubeSet, train_clips: LabelledClips,
         else:
             drawn = torch.randperm(len(train_set), generator=order).tolist()
         steps = plan_steps(drawn, params.batch_size, params.accumulate, world, rank)
-        with frozen_for_fork() if num_workers else contextlib.nullcontext():  # `iter` forks the loader's workers
-            loader = iter(DataLoader(train_set, batch_sampler=[list(m) for step in steps for m in step.micro],
-                                     num_workers=num_workers, pin_memory=pin))
+        loader = forked_iter(DataLoader(train_set, batch_sampler=[list(m) for step in steps for m in step.micro],
+                                        num_workers=num_workers, pin_memory=pin))
         model.train()
         started = time.perf_counter()
         totals = torch.zeros(3, dtype=torch.float64)  # over this process's clips: sum of weight * loss, weight, clips
