@@ -41,8 +41,8 @@ SHARED = REPO.parent / "shared" / "data"
 # the same setup, the same --no-depth and the same training fields.
 SETUPS = {
     "jhmdb": {"flip": 0.5, "frames": 32, "epochs": 40, "train": {"rotate": 15.0}},
-    "shrec14": {"flip": 0.0, "frames": 16, "epochs": 20},
-    "shrec28": {"flip": 0.0, "frames": 16, "epochs": 20},
+    "shrec14": {"flip": 0.0, "frames": 16, "epochs": 40},
+    "shrec28": {"flip": 0.0, "frames": 16, "epochs": 40},
 }
 # The paper's ablation rows: model overrides of the preset.
 ABLATION_ROWS = {
