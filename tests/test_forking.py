@@ -7,6 +7,7 @@ collector; its `avcodec_free_context` waits on the decoder's threads, which the 
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -66,7 +67,6 @@ def test_a_child_forked_inside_frozen_for_fork_survives_a_threaded_decoder_left_
     assert _scenario("frozen", 60) == "finished 0"
 
 
-
 class _FreezeCounts:
     """A dataset whose items are the frozen generation's size in the process that reads them."""
 
@@ -74,14 +74,10 @@ class _FreezeCounts:
         return 2
 
     def __getitem__(self, i: int) -> int:
-        import gc
-
         return gc.get_freeze_count()
 
 
 def test_forked_iter_forks_a_loaders_workers_frozen_and_unfreezes_the_parent():
-    import gc
-
     from torch.utils.data import DataLoader
 
     from pipelines.forking import forked_iter
