@@ -53,8 +53,9 @@ bench: $(STAMP)
 bench-pose: $(STAMP)  # JHMDB 3 splits, SHREC'17 14/28, 3 seeds: the pose stream and a plain temporal CNN
 	$(PY) bench/bench_pose.py --out bench/results/pose.json $(POSE_ARGS)
 
-bench-pose-ablation: $(STAMP)  # x, y only: bench-pose plus the paper's path and MAC rows on JHMDB split 1, SHREC'17 14
+bench-pose-ablation: $(STAMP)  # the paper's path and MAC rows: x, y on JHMDB split 1 and SHREC'17 14; x, y, z on SHREC'17 14
 	$(PY) bench/bench_pose.py --ablation --no-depth --out bench/results/pose_2d.json $(POSE_ARGS)
+	$(PY) bench/bench_pose.py --ablation --datasets shrec14 --out bench/results/pose_ablation_depth.json $(POSE_ARGS)
 
 bench-model: $(STAMP)  # parameters, GFLOPs, CPU step time and memory per preset and SEM; what an H100 would need
 	$(PY) bench/bench_model.py --out bench/results/model.json
